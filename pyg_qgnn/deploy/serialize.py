@@ -1,0 +1,136 @@
+r"""Safe, compact checkpoints of quantized models.
+
+:func:`save` stores every quantized weight as bit-packed integer codes (1, 2,
+4 or 8 bits per code; 3-bit codes take 4) next to its scale and zero point,
+and everything else as it is, in a `safetensors <https://huggingface.co/docs/
+safetensors>`_ file: loading runs no pickled code. :func:`load` restores a
+model whose evaluation output equals the saved model's exactly.
+"""
+import json
+import os
+from typing import Dict, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from pyg_qgnn.quantizers import IntegerQuantizer
+from pyg_qgnn.quantizers.packing import container_bits, pack_bits, unpack_bits
+
+FORMAT = 'pyg_qgnn'
+VERSION = '1'
+PathLike = Union[str, os.PathLike]
+
+
+def _packed_weights(model: nn.Module) -> Dict[str, tuple]:
+    r"""``{state-dict key: (module, quantizer)}`` of weights saved as codes."""
+    found = {}
+    for name, module in model.named_modules():
+        quantizer = getattr(module, 'weight_quantizer', None)
+        weight = getattr(module, 'weight', None)
+        if (isinstance(quantizer, IntegerQuantizer)
+                and quantizer.fake_quant_enabled
+                and isinstance(weight, nn.Parameter)
+                and not isinstance(weight, nn.parameter.UninitializedParameter)):
+            found[f'{name}.weight' if name else 'weight'] = (module, quantizer)
+    return found
+
+
+@torch.no_grad()
+def save(model: nn.Module, path: PathLike) -> int:
+    r"""Writes :obj:`model` to :obj:`path` and returns the file size in bytes.
+
+    Quantized weights are stored as packed codes; all other parameters and
+    buffers (biases, quantizer ranges, float layers) as they are.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"'model' must be a torch.nn.Module "
+                        f"(got {type(model).__name__})")
+    packed = {}
+    tensors = {}
+    for key, (module, quantizer) in _packed_weights(model).items():
+        codes = quantizer.quantize(module.weight)  # also settles its range
+        width = container_bits(quantizer.bits)
+        unsigned = codes.to(torch.int16) - quantizer.qmin
+        tensors[key + '.codes'] = pack_bits(unsigned.reshape(-1), width)
+        packed[key] = dict(shape=list(codes.shape), width=width,
+                           qmin=quantizer.qmin)
+    for key, value in model.state_dict().items():
+        if key not in packed:
+            # safetensors refuses shared or strided storage.
+            tensors[key] = value.detach().cpu().contiguous().clone()
+    metadata = dict(format=FORMAT, version=VERSION, packed=json.dumps(packed))
+    save_file({k: v.cpu() for k, v in tensors.items()}, os.fspath(path),
+              metadata=metadata)
+    return os.path.getsize(path)
+
+
+def _read(path: PathLike):
+    try:
+        tensors = load_file(os.fspath(path))
+        with open(path, 'rb') as f:
+            header_len = int.from_bytes(f.read(8), 'little')
+            header = json.loads(f.read(header_len))
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"'path' {os.fspath(path)!r} is not a readable "
+                         f"safetensors checkpoint: {e}") from None
+    metadata = header.get('__metadata__') or {}
+    if metadata.get('format') != FORMAT:
+        raise ValueError(f"'path' {os.fspath(path)!r} was not written by "
+                         f"pyg_qgnn.deploy.save (metadata format "
+                         f"{metadata.get('format')!r}, expected {FORMAT!r})")
+    if metadata.get('version') != VERSION:
+        raise ValueError(f"checkpoint version {metadata.get('version')!r} is "
+                         f"not supported (expected {VERSION!r})")
+    try:
+        packed = json.loads(metadata['packed'])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"'path' {os.fspath(path)!r} has a corrupt "
+                         f"'packed' metadata entry: {e}") from None
+    return tensors, packed
+
+
+@torch.no_grad()
+def load(path: PathLike, model: nn.Module) -> nn.Module:
+    r"""Loads a checkpoint written by :func:`save` into :obj:`model`, which
+    must have the same architecture and quantizers (build it the same way,
+    e.g. :obj:`quantize_model(GCN(...), QAT(bits=8))`). Returns :obj:`model`.
+    """
+    tensors, packed = _read(path)
+    targets = _packed_weights(model)
+    if set(packed) != set(targets):
+        raise ValueError(f"checkpoint packs the weights {sorted(packed)} but "
+                         f"'model' quantizes {sorted(targets)}: build 'model' "
+                         f"with the same quantization scheme")
+    state = {k: v for k, v in tensors.items()
+             if not any(k == p + '.codes' for p in packed)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in packed]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match 'model': missing keys "
+                         f"{missing}, unexpected keys {unexpected}")
+    for key, info in packed.items():
+        module, quantizer = targets[key]
+        shape = torch.Size(info['shape'])
+        if module.weight.shape != shape:
+            raise ValueError(f"'{key}' has shape {tuple(shape)} in the "
+                             f"checkpoint but {tuple(module.weight.shape)} in "
+                             f"'model'")
+        codes = _unpack(tensors, key, info, shape)
+        codes = codes.to(module.weight.device)
+        module.weight.copy_(quantizer.dequantize(codes))
+        quantizer.pin_range(module.weight)
+    return model
+
+
+def _unpack(tensors: Dict[str, Tensor], key: str, info: dict,
+            shape: torch.Size) -> Tensor:
+    try:
+        unsigned = unpack_bits(tensors[key + '.codes'], info['width'],
+                               shape.numel())
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"packed codes of '{key}' are corrupt: {e}") from None
+    return (unsigned.to(torch.int16) + info['qmin']).reshape(shape)

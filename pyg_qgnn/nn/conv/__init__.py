@@ -1,0 +1,3 @@
+from pyg_qgnn.nn.conv.quant_gcn_conv import QuantGCNConv
+
+__all__ = ['QuantGCNConv']

@@ -1,0 +1,3 @@
+from pyg_qgnn.nn.dense.quant_linear import QuantLinear
+
+__all__ = ['QuantLinear']
