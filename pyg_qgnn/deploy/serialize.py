@@ -54,8 +54,8 @@ def save(model: nn.Module, path: PathLike) -> int:
         width = container_bits(quantizer.bits)
         unsigned = codes.to(torch.int16) - quantizer.qmin
         tensors[key + '.codes'] = pack_bits(unsigned.reshape(-1), width)
-        packed[key] = dict(shape=list(codes.shape), width=width,
-                           qmin=quantizer.qmin)
+        packed[key] = dict(shape=list(codes.shape), bits=quantizer.bits,
+                           width=width, qmin=quantizer.qmin)
     for key, value in model.state_dict().items():
         if key not in packed:
             # safetensors refuses shared or strided storage.
@@ -106,24 +106,42 @@ def load(path: PathLike, model: nn.Module) -> nn.Module:
                          f"'model' quantizes {sorted(targets)}: build 'model' "
                          f"with the same quantization scheme")
     state = {k: v for k, v in tensors.items()
-             if not any(k == p + '.codes' for p in packed)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+             if k[:-len('.codes')] not in packed}
+    _check_compatible(model, state, packed, targets)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint does not match 'model': {e}") from None
     missing = [k for k in missing if k not in packed]
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match 'model': missing keys "
                          f"{missing}, unexpected keys {unexpected}")
     for key, info in packed.items():
         module, quantizer = targets[key]
-        shape = torch.Size(info['shape'])
-        if module.weight.shape != shape:
-            raise ValueError(f"'{key}' has shape {tuple(shape)} in the "
-                             f"checkpoint but {tuple(module.weight.shape)} in "
-                             f"'model'")
-        codes = _unpack(tensors, key, info, shape)
-        codes = codes.to(module.weight.device)
-        module.weight.copy_(quantizer.dequantize(codes))
+        codes = _unpack(tensors, key, info, module.weight.shape)
+        module.weight.copy_(quantizer.dequantize(codes.to(module.weight.device)))
         quantizer.pin_range(module.weight)
     return model
+
+
+def _check_compatible(model: nn.Module, state: Dict[str, Tensor],
+                      packed: Dict[str, dict], targets: Dict[str, tuple]):
+    r"""Fails before anything is overwritten if shapes or bit widths differ."""
+    params = dict(model.named_parameters())
+    shapes = {k: tuple(v.shape) for k, v in state.items() if k in params}
+    shapes.update({k: tuple(info['shape']) for k, info in packed.items()})
+    for key, shape in shapes.items():
+        if key in params and tuple(params[key].shape) != shape:
+            raise ValueError(f"'{key}' has shape {shape} in the checkpoint but "
+                             f"{tuple(params[key].shape)} in 'model'")
+    for key, info in packed.items():
+        quantizer = targets[key][1]
+        if (info.get('bits'), info.get('qmin')) != (quantizer.bits,
+                                                    quantizer.qmin):
+            raise ValueError(f"'{key}' was saved as {info.get('bits')}-bit codes "
+                             f"from {info.get('qmin')} but 'model' quantizes it "
+                             f"to {quantizer.bits} bits from {quantizer.qmin}: "
+                             f"build 'model' with the same quantization scheme")
 
 
 def _unpack(tensors: Dict[str, Tensor], key: str, info: dict,

@@ -128,7 +128,7 @@ def lsq_fake_quantize(x: Tensor, step: Tensor, qmin: int, qmax: int,
 
     The step gradient is multiplied by
     :math:`g = 1/\sqrt{N\,q_{max}}` (:obj:`grad_scale`, by default computed
-    from the number of elements :math:`N` of :obj:`x`).
+    from the number :math:`N` of elements of :obj:`x` that share one step).
 
     Args:
         x (torch.Tensor): The floating-point input.

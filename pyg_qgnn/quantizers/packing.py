@@ -7,15 +7,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyg_qgnn.quantizers.functional import check_bits
+
 PACKABLE_BITS = (1, 2, 4, 8)
 
 
 def container_bits(bits: int) -> int:
     r"""The packable width that holds :obj:`bits`-bit codes (3 → 4, 5 → 8)."""
+    check_bits(bits)
     for width in PACKABLE_BITS:
         if bits <= width:
             return width
-    raise ValueError(f"'bits' must be in [1, 8] (got {bits})")
 
 
 def _check_bits(bits: int):
@@ -51,7 +53,8 @@ def pack_bits(codes: Tensor, bits: int) -> Tensor:
     per_byte = 8 // bits
     length = codes.size(-1)
     codes = F.pad(codes.to(torch.uint8), (0, -length % per_byte))
-    codes = codes.reshape(*codes.shape[:-1], -1, per_byte)
+    codes = codes.reshape(*codes.shape[:-1], codes.size(-1) // per_byte,
+                          per_byte)
     packed = (codes << _shifts(bits, codes.device)).sum(-1, dtype=torch.uint8)
     return packed
 
@@ -70,4 +73,5 @@ def unpack_bits(packed: Tensor, bits: int, length: int) -> Tensor:
                          f"(got {length})")
     mask = (1 << bits) - 1
     codes = (packed.unsqueeze(-1) >> _shifts(bits, packed.device)) & mask
-    return codes.reshape(*packed.shape[:-1], -1)[..., :length]
+    return codes.reshape(*packed.shape[:-1],
+                         packed.size(-1) * per_byte)[..., :length]

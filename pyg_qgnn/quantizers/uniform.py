@@ -95,10 +95,8 @@ class IntegerQuantizer(Quantizer):
         else:
             self.register_buffer('scale', torch.empty(0))
         self.register_buffer('zero_point', torch.empty(0))
-        self._range_of = None  # (id, version) of the parameter last observed
 
     def reset_parameters(self):
-        self._range_of = None
         self.observer.reset_parameters()
         if isinstance(self.scale, nn.Parameter):
             self.scale.data = self.scale.data.new_empty(0)
@@ -151,7 +149,11 @@ class IntegerQuantizer(Quantizer):
             self.scale.data = step.clamp(min=torch.finfo(x.dtype).eps)
             self.zero_point = torch.zeros_like(step)
             return
+        before = (self.observer.min_val, self.observer.max_val)
         lo, hi = self.observer(rows, restart=self.dynamic)
+        if (self.dynamic and self.initialized and torch.equal(before[0], lo)
+                and torch.equal(before[1], hi)):
+            return  # same range: keep the scale bit for bit (see pin_range)
         self.scale, self.zero_point = self.qparams(lo, hi)
 
     def qparams(self, lo: Tensor, hi: Tensor):
@@ -162,7 +164,9 @@ class IntegerQuantizer(Quantizer):
             top = torch.maximum(-lo, hi) if self.signed else hi
             scale = (top / self.qmax).clamp(min=eps)
             return scale, torch.zeros_like(scale)
-        scale = ((hi - lo) / (self.qmax - self.qmin)).clamp(min=eps)
+        levels = self.qmax - self.qmin
+        # hi/n - lo/n: (hi - lo) overflows for ranges near the float maximum.
+        scale = (hi / levels - lo / levels).clamp(min=eps)
         zero_point = (self.qmin - torch.round(lo / scale)).clamp(
             self.qmin, self.qmax)
         return scale, zero_point
@@ -176,27 +180,19 @@ class IntegerQuantizer(Quantizer):
             raise ValueError(f"learned steps cover {self.scale.numel()} "
                              f"{self.granularity}s but '{name}' has "
                              f"{x.size(axis)} along axis {axis}")
-        if (not self.initialized or stale or self._changed(x)
-                or (self.training and self.observer_enabled
-                    and not self.dynamic)):
+        if (not self.initialized or stale or self.dynamic
+                or (self.training and self.observer_enabled)):
             self._observe(x, axis)
-            self.pin_range(x)
         return axis
 
-    def _changed(self, x: Tensor) -> bool:
-        if not self.dynamic:
-            return False
-        # A parameter's range is recomputed only after it changes (an
-        # optimizer step or a load bumps its version); activations always.
-        return (not isinstance(x, nn.Parameter)
-                or self._range_of != (id(x), x._version))
-
+    @torch.no_grad()
     def pin_range(self, x: Tensor):
-        r"""Declares the stored range to be that of parameter :obj:`x`, so a
-        :obj:`dynamic` quantizer keeps it until :obj:`x` changes (used when
-        loading a checkpoint, whose weights are already on the grid)."""
-        if isinstance(x, nn.Parameter):
-            self._range_of = (id(x), x._version)
+        r"""Declares the stored scale and zero point to be those of :obj:`x`:
+        a :obj:`dynamic` quantizer keeps them until the range of its input
+        differs from that of :obj:`x`. Used when loading a checkpoint, whose
+        weights are already on the grid: recomputing the scale from them could
+        differ from the saved one in the last bit."""
+        self.observer(self._rows(x, self._axis(x)), restart=True)
 
     def _step(self) -> Tensor:
         if self.grad == 'lsq':

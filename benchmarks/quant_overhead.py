@@ -1,0 +1,92 @@
+r"""Training-step overhead of fake quantization: :class:`QuantGCNConv` at
+INT8 (:obj:`quantize_model(GCNConv(F, F), QAT(8, observer=...))`) against
+the plain :class:`torch_geometric.nn.GCNConv`, one case per range observer.
+
+A step is ``zero_grad``, forward and backward of the output sum, in training
+mode, so every activation quantizer observes its input on every step.
+
+.. code-block:: bash
+
+    .venv/bin/python benchmarks/quant_overhead.py --quick
+    .venv/bin/python benchmarks/quant_overhead.py --json quant_overhead.json
+"""
+import os
+import sys
+
+import torch
+from torch_geometric.nn import GCNConv
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    Record,
+    base_parser,
+    finish,
+    random_graph,
+    setup,
+    time_pair,
+    train_step,
+)
+
+# Imported after common, which puts this checkout first on sys.path.
+from pyg_qgnn import QAT, quantize_model  # noqa: E402
+
+BENCHMARK = 'quant_overhead'
+
+#: Observer -> smallest acceptable ratio (float step time / quantized step
+#: time). Percentiles cost a sort, so "per" is allowed more overhead.
+GOALS = {'abs': 0.67, 'mom': 0.67, 'per': 0.5}
+
+
+def parse_args():
+    parser = base_parser(__doc__.split('\n\n')[0])
+    parser.add_argument(
+        '--nodes', type=int, default=None,
+        help='nodes of the random graph (default: 10000 with --quick, '
+        '100000 otherwise)')
+    parser.add_argument(
+        '--edges', type=int, default=None,
+        help='edges of the random graph (default: 100000 with --quick, '
+        '1000000 otherwise)')
+    parser.add_argument(
+        '--features', type=int, default=128,
+        help='input and output channels of the layers (default: 128)')
+    parser.add_argument(
+        '--observers', nargs='+', choices=sorted(GOALS), default=list(GOALS),
+        help='activation range observers to compare (default: all)')
+    args = setup(parser.parse_args())
+    if args.nodes is None:
+        args.nodes = 10_000 if args.quick else 100_000
+    if args.edges is None:
+        args.edges = 100_000 if args.quick else 1_000_000
+    return args
+
+
+def goal_column(record: Record) -> str:
+    goal = GOALS[record.case.rsplit('_', 1)[-1]]
+    return f'{"PASS" if record.ratio >= goal else "MISS"} (>= {goal})'
+
+
+def main():
+    args = parse_args()
+    x, edge_index = random_graph(args.nodes, args.edges, args.features)
+    torch.manual_seed(0)
+    float_layer = GCNConv(args.features, args.features)
+    print(f'GCNConv({args.features}, {args.features}), {args.nodes} nodes, '
+          f'{args.edges} edges, {torch.get_num_threads()} threads\n')
+
+    records = []
+    for observer in tqdm(args.observers, desc=BENCHMARK, leave=False):
+        quant_layer = quantize_model(float_layer, QAT(8, observer=observer))
+        # The baseline is timed anew next to each candidate, so that every
+        # ratio compares two measurements taken under the same load.
+        baseline, value = time_pair(train_step(float_layer, x, edge_index),
+                                    train_step(quant_layer, x, edge_index),
+                                    args.min_run_time)
+        records.append(Record.cost(BENCHMARK, f'gcn_int8_{observer}',
+                                   'train_step', baseline, value, 's'))
+    finish(records, args, extra_columns={'goal': goal_column})
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,81 @@
+r"""Smoke tests of the scripts in :file:`benchmarks/`: each runs on a tiny
+graph and must write well-formed records. No timing is asserted: speed is
+judged from the ratios the scripts report, within one run."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / 'benchmarks'
+FIELDS = {'benchmark', 'case', 'metric', 'baseline', 'value', 'ratio', 'unit'}
+TINY = ['--quick', '--min-run-time', '0.01', '--threads', '1']
+
+
+def run_benchmark(script: str, json_path: Path, *flags: str) -> list:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), '--json',
+         str(json_path), *TINY, *flags],
+        cwd=BENCHMARKS.parent, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert '| case' in result.stdout  # the markdown table
+    records = json.loads(json_path.read_text())
+    assert isinstance(records, list)
+    for record in records:
+        assert set(record) == FIELDS
+        assert record['baseline'] > 0 and record['value'] > 0
+    return records
+
+
+def test_quant_overhead(tmp_path):
+    records = run_benchmark('quant_overhead.py', tmp_path / 'out.json',
+                            '--nodes', '500', '--edges', '2000')
+    assert [r['case'] for r in records] == [
+        'gcn_int8_abs', 'gcn_int8_mom', 'gcn_int8_per'
+    ]
+    for record in records:
+        assert record['benchmark'] == 'quant_overhead'
+        assert record['metric'] == 'train_step'
+        assert record['unit'] == 's'
+        # Times: above 1 means the quantized layer is faster.
+        assert math.isclose(record['ratio'],
+                            record['baseline'] / record['value'],
+                            rel_tol=1e-9)
+
+
+def test_layer_throughput(tmp_path):
+    records = run_benchmark('layer_throughput.py', tmp_path / 'out.json',
+                            '--layers', 'GCNConv', '--features', '16',
+                            '--sizes', '300:1200', '200:800')
+    assert [r['case'] for r in records] == [
+        'GCNConv/300x1200/train', 'GCNConv/300x1200/inference',
+        'GCNConv/200x800/train', 'GCNConv/200x800/inference'
+    ]
+    for record in records:
+        assert record['benchmark'] == 'layer_throughput'
+        assert record['metric'] == 'edges_per_s'
+        assert record['unit'] == 'edges/s'
+        # Throughputs: value / baseline, so above 1 still means faster.
+        assert math.isclose(record['ratio'],
+                            record['value'] / record['baseline'],
+                            rel_tol=1e-9)
+
+
+@pytest.mark.parametrize('script', ['quant_overhead.py',
+                                    'layer_throughput.py'])
+def test_help_explains_flags(script):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), '--help'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for flag in ('--quick', '--json', '--threads', '--min-run-time'):
+        assert flag in result.stdout
+
+
+def test_bad_size_is_rejected():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / 'layer_throughput.py'), '--sizes',
+         '300x1200'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert 'NODES:EDGES' in result.stderr
