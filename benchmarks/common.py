@@ -179,10 +179,10 @@ def print_table(records: Iterable[Record],
     columns computed from each record."""
     records = list(records)
     extra_columns = extra_columns or {}
-    for name in dict.fromkeys(record.benchmark for record in records):
-        print(f'### {name}\n')
-    names = [f.name for f in fields(Record)]
-    header = [name for name in names if name != 'benchmark']
+    # The benchmark name heads the table instead of filling a column.
+    benchmarks = dict.fromkeys(record.benchmark for record in records)
+    print(f'### {", ".join(benchmarks)}\n')
+    header = [f.name for f in fields(Record) if f.name != 'benchmark']
     rows = []
     for record in records:
         cells = [_cell(getattr(record, name)) for name in header]

@@ -52,7 +52,8 @@ class _FakeQuantize(torch.autograd.Function):
         if clipped:
             ctx.save_for_backward((v >= qmin) & (v <= qmax))
         ctx.clipped = clipped
-        return (torch.clamp(torch.round(v), qmin, qmax) - zero_point) * scale
+        # In place on the fresh v: one allocation instead of five.
+        return v.round_().clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):
