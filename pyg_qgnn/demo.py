@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch_geometric.nn.models import GCN
+from torch_geometric.transforms import NormalizeFeatures
 from tqdm.auto import tqdm
 
 from pyg_qgnn import deploy
@@ -70,10 +71,10 @@ def _file_size(model) -> int:
 
 def run_demo(dataset: str = 'Cora', root: Optional[str] = None,
              seeds: int = 5, epochs: int = 200, finetune_epochs: int = 100,
-             bits: Sequence[int] = (8, 4), observer: str = 'mom',
+             bits: Sequence[int] = (8, 4), observer: str = 'per',
              hidden: int = 16, progress: bool = True) -> List[DemoRow]:
     graph = load_planetoid(dataset, root)
-    data = graph.data
+    data = NormalizeFeatures()(graph.data)  # row-normalized, as Kipf & Welling
     print(f'[pyg_qgnn] {dataset}: {data.num_nodes} nodes, '
           f'{data.num_edges} edges, {graph.num_classes} classes '
           f'(from {graph.source}); {graph.split}')
@@ -169,8 +170,8 @@ def add_arguments(parser):
     parser.add_argument('--bits', type=int, nargs='+', default=[8, 4],
                         choices=range(1, 9), metavar='BITS',
                         help='QAT bit widths, each in 1..8 (default: 8 4)')
-    parser.add_argument('--observer', default='mom', choices=['abs', 'mom', 'per'],
-                        help='activation range observer (default: mom)')
+    parser.add_argument('--observer', default='per', choices=['abs', 'mom', 'per'],
+                        help='activation range observer (default: per)')
     parser.add_argument('--json', default=None, metavar='PATH',
                         help='write the rows as a JSON list')
     parser.add_argument('--plot', default=None, metavar='PATH',
