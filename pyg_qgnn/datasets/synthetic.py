@@ -6,7 +6,8 @@ from torch_geometric.utils import stochastic_blockmodel_graph
 
 def contextual_sbm(num_nodes: int = 2708, num_classes: int = 7,
                    num_features: int = 256, avg_degree: float = 4.0,
-                   homophily: float = 0.8, feature_snr: float = 1.0,
+                   homophily: float = 0.8, words_per_node: float = 18.0,
+                   topic_boost: float = 3.0,
                    train_per_class: int = 20, num_val: int = 500,
                    num_test: int = 1000, seed: int = 0) -> Data:
     r"""A contextual stochastic block model (`Deshpande et al., 2018
@@ -14,8 +15,10 @@ def contextual_sbm(num_nodes: int = 2708, num_classes: int = 7,
     equal blocks, an edge inside a block with probability
     :math:`p_{in}` and across with :math:`p_{out}`, chosen so that the
     expected degree is :obj:`avg_degree` and a fraction :obj:`homophily` of
-    edges stays inside blocks; features are a class mean plus unit Gaussian
-    noise, the means scaled by :obj:`feature_snr`. Masks follow the
+    edges stays inside blocks. Features are binary bags of words like
+    Cora's: about :obj:`words_per_node` words per node, each class drawing
+    the words of its own topic (a random :math:`1/C` of the vocabulary)
+    :obj:`topic_boost` times more often. Masks follow the
     Planetoid split (:obj:`train_per_class` per class, then validation and
     test nodes).
 
@@ -39,9 +42,11 @@ def contextual_sbm(num_nodes: int = 2708, num_classes: int = 7,
     torch.manual_seed(seed)  # stochastic_blockmodel_graph uses global RNG
     edge_index = stochastic_blockmodel_graph(sizes, probs, directed=False)
     y = torch.cat([torch.full((n, ), c) for c, n in enumerate(sizes)])
-    means = torch.randn(num_classes, num_features, generator=gen)
-    means = means * feature_snr / num_features**0.25
-    x = means[y] + torch.randn(num_nodes, num_features, generator=gen)
+    topic = torch.randint(num_classes, (num_features, ), generator=gen)
+    rate = 1.0 + topic_boost * (topic.unsqueeze(0) == torch.arange(
+        num_classes).unsqueeze(1)).float()  # (classes, features)
+    rate = rate * words_per_node / rate.sum(dim=1, keepdim=True)
+    x = torch.bernoulli(rate[y].clamp(max=1.0), generator=gen)
 
     order = torch.randperm(num_nodes, generator=gen)
     train_mask = torch.zeros(num_nodes, dtype=torch.bool)
