@@ -11,8 +11,8 @@ import os
 from typing import Dict, Union
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from pyg_qgnn.quantizers import IntegerQuantizer
@@ -68,16 +68,14 @@ def save(model: nn.Module, path: PathLike) -> int:
 
 def _read(path: PathLike):
     try:
-        tensors = load_file(os.fspath(path))
-        with open(path, 'rb') as f:
-            header_len = int.from_bytes(f.read(8), 'little')
-            header = json.loads(f.read(header_len))
+        with safe_open(os.fspath(path), framework='pt') as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
     except FileNotFoundError:
         raise
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"'path' {os.fspath(path)!r} is not a readable "
                          f"safetensors checkpoint: {e}") from None
-    metadata = header.get('__metadata__') or {}
     if metadata.get('format') != FORMAT:
         raise ValueError(f"'path' {os.fspath(path)!r} was not written by "
                          f"pyg_qgnn.deploy.save (metadata format "

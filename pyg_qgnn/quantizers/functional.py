@@ -37,6 +37,14 @@ def check_floating(x: Tensor, name: str = 'x') -> Tensor:
     return x
 
 
+def check_finite(*values: Tensor):
+    r"""Raises if a range statistic (a min, max or mean of the input) is NaN
+    or Inf, which happens exactly when the input holds such values."""
+    if not all(bool(torch.isfinite(v).all()) for v in values):
+        raise ValueError('quantizer input contains NaN or Inf values; '
+                         'expected finite floating-point values')
+
+
 def quant_range(bits: int, signed: bool) -> tuple:
     r"""The integer code range :math:`[q_{min}, q_{max}]` of a bit width."""
     check_bits(bits)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from pyg_qgnn.quantizers.base import LazyStateMixin
+from pyg_qgnn.quantizers.functional import check_finite
 
 
 class Observer(LazyStateMixin, nn.Module):
@@ -56,9 +57,7 @@ class Observer(LazyStateMixin, nn.Module):
         it. :obj:`restart`, or a change in the number of rows (a per-node
         range on a new graph), starts the statistics afresh."""
         lo, hi = self.batch_range(x2d.detach())
-        if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
-            raise ValueError('quantizer input contains NaN or Inf values; '
-                             'expected finite floating-point values')
+        check_finite(lo, hi)
         if (not restart and self.initialized
                 and self.min_val.shape == lo.shape):
             lo = self.combine(self.min_val, lo, True)
@@ -128,10 +127,7 @@ class PercentileObserver(MomentumObserver):
     def batch_range(self, x2d):
         if x2d.size(1) > self.sample_size:
             # The sample may miss a NaN or Inf; min/max propagate them.
-            lo, hi = torch.aminmax(x2d)
-            if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
-                raise ValueError('quantizer input contains NaN or Inf values; '
-                                 'expected finite floating-point values')
+            check_finite(*torch.aminmax(x2d))
             idx = torch.randint(x2d.size(1), (self.sample_size, ),
                                 device=x2d.device)
             x2d = x2d[:, idx]

@@ -8,6 +8,7 @@ from pyg_qgnn.quantizers.base import Quantizer
 from pyg_qgnn.quantizers.functional import (
     GRADS,
     check_bits,
+    check_finite,
     check_floating,
     fake_quantize,
     lsq_fake_quantize,
@@ -142,9 +143,7 @@ class IntegerQuantizer(Quantizer):
             if self.initialized:  # the step is learned, not observed
                 return
             mean_abs = rows.abs().mean(dim=1)
-            if not bool(torch.isfinite(mean_abs).all()):
-                raise ValueError('quantizer input contains NaN or Inf values; '
-                                 'expected finite floating-point values')
+            check_finite(mean_abs)
             step = 2 * mean_abs / max(self.qmax, 1) ** 0.5
             self.scale.data = step.clamp(min=torch.finfo(x.dtype).eps)
             self.zero_point = torch.zeros_like(step)
