@@ -29,7 +29,7 @@ $(VENV)/.stamp-demo: setup.cfg pyproject.toml $(VENV)/.stamp-torch
 	touch $@
 
 $(VENV)/.stamp-test: setup.cfg pyproject.toml $(VENV)/.stamp-torch
-	$(PIP) --no-build-isolation -e ".[test,full,plot]"
+	$(PIP) --no-build-isolation -e ".[test,full,plot,chem]"
 	touch $@ $(VENV)/.stamp-demo
 
 clean-venv:

@@ -22,6 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from pyg_qgnn import cli  # noqa: E402  (after the path set-up above)
+
 #: Extra table columns: header -> cell text of a record.
 Columns = Dict[str, Callable[['Record'], str]]
 
@@ -58,22 +60,42 @@ class Record:
                    unit)
 
 
+#: What every benchmark table's columns mean, for --help and the README.
+COLUMNS_HELP = """\
+columns of the table (and fields of the --json records):
+  case      what was measured (layer, graph size, setting)
+  metric    the quantity: train_step / infer (seconds), bytes, edges_per_s, ...
+  baseline  the reference measurement: the PyTorch Geometric layer or the
+            float32 model
+  value     the pyg_qgnn measurement (quantized, binary or deployed form)
+  ratio     oriented so that above 1 means pyg_qgnn is better:
+            baseline / value for times and bytes, value / baseline for rates
+  unit      unit of baseline and value
+  goal      (where a script sets one) PASS or MISS against the smallest
+            acceptable ratio, shown as (>= goal)
+"""
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
-    r"""The flags every benchmark script accepts; scripts add their own."""
-    parser = argparse.ArgumentParser(description=description)
+    r"""The flags every benchmark script accepts; scripts add their own.
+
+    The parser follows :mod:`pyg_qgnn.cli`: arguments are checked when
+    parsed, and errors are one line with exit status 2."""
+    parser = cli.make_parser(description, epilog=COLUMNS_HELP)
     parser.add_argument(
         '--quick', action='store_true',
         help='small inputs and short timings: finishes in under a minute on '
         '2 CPU cores (smoke test, not a measurement to quote)')
     parser.add_argument(
-        '--json', metavar='PATH', default=None,
-        help='also write the records as a JSON list to PATH')
+        '--json', metavar='PATH', default=None, type=cli.output_path,
+        help='also write the records as a JSON list to PATH (a missing '
+        'folder is created)')
     parser.add_argument(
-        '--threads', type=int, default=None,
+        '--threads', type=cli.positive_int, default=None,
         help='torch.set_num_threads(THREADS) before timing '
         '(default: leave PyTorch\'s choice)')
     parser.add_argument(
-        '--min-run-time', type=float, default=None,
+        '--min-run-time', type=cli.positive_float, default=None,
         help='seconds of repeated runs behind each median '
         '(default: 0.5 with --quick, 3.0 otherwise)')
     return parser

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
+    cli,
     Forward,
     Record,
     base_parser,
@@ -105,7 +106,7 @@ def parse_args():
         help=f'random graphs to run on (default: {" ".join(QUICK_SIZES)} '
         f'with --quick, {" ".join(FULL_SIZES)} otherwise)')
     parser.add_argument(
-        '--features', type=int, default=128,
+        '--features', type=cli.positive_int, default=128,
         help='input and output channels of every layer (default: 128)')
     args = setup(parser.parse_args())
     if args.sizes is None:
@@ -166,4 +167,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(cli.guard(main))

@@ -5,6 +5,11 @@ the plain :class:`torch_geometric.nn.GCNConv`, one case per range observer.
 A step is ``zero_grad``, forward and backward of the output sum, in training
 mode, so every activation quantizer observes its input on every step.
 
+Two more cases time the graph-aware schemes against QAT at INT4 on the same
+graph (the baseline is then the QAT step): :obj:`gcn_dq_int4`
+(:obj:`DegreeQuant(4)`: a protective mask drawn per step) and
+:obj:`gcn_a2q` (:obj:`A2Q()`: a learned step and bit width per node).
+
 .. code-block:: bash
 
     .venv/bin/python benchmarks/quant_overhead.py --quick
@@ -19,6 +24,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
+    cli,
     Record,
     base_parser,
     finish,
@@ -29,7 +35,7 @@ from common import (  # noqa: E402
 )
 
 # Imported after common, which puts this checkout first on sys.path.
-from pyg_qgnn import QAT, quantize_model  # noqa: E402
+from pyg_qgnn import A2Q, QAT, DegreeQuant, quantize_model  # noqa: E402
 
 BENCHMARK = 'quant_overhead'
 
@@ -37,23 +43,34 @@ BENCHMARK = 'quant_overhead'
 #: time). Percentiles cost a sort, so "per" is allowed more overhead.
 GOALS = {'abs': 0.67, 'mom': 0.67, 'per': 0.5}
 
+#: Scheme cases, timed against QAT INT4: name -> (scheme, smallest acceptable
+#: ratio QAT time / scheme time, or None to report only).
+SCHEMES = {
+    'dq': ('gcn_dq_int4', lambda: DegreeQuant(4), 0.5),
+    'a2q': ('gcn_a2q', lambda: A2Q(), None),
+}
+
 
 def parse_args():
     parser = base_parser(__doc__.split('\n\n')[0])
     parser.add_argument(
-        '--nodes', type=int, default=None,
+        '--nodes', type=cli.positive_int, default=None,
         help='nodes of the random graph (default: 10000 with --quick, '
         '100000 otherwise)')
     parser.add_argument(
-        '--edges', type=int, default=None,
+        '--edges', type=cli.positive_int, default=None,
         help='edges of the random graph (default: 100000 with --quick, '
         '1000000 otherwise)')
     parser.add_argument(
-        '--features', type=int, default=128,
+        '--features', type=cli.positive_int, default=128,
         help='input and output channels of the layers (default: 128)')
     parser.add_argument(
         '--observers', nargs='+', choices=sorted(GOALS), default=list(GOALS),
         help='activation range observers to compare (default: all)')
+    parser.add_argument(
+        '--schemes', nargs='*', choices=sorted(SCHEMES), default=list(SCHEMES),
+        help='graph-aware schemes to time against QAT INT4 (default: all; '
+        'none if given without names)')
     args = setup(parser.parse_args())
     if args.nodes is None:
         args.nodes = 10_000 if args.quick else 100_000
@@ -63,7 +80,10 @@ def parse_args():
 
 
 def goal_column(record: Record) -> str:
-    goal = GOALS[record.case.rsplit('_', 1)[-1]]
+    goals = {case: goal for case, _, goal in SCHEMES.values()}
+    goal = goals.get(record.case, GOALS.get(record.case.rsplit('_', 1)[-1]))
+    if goal is None:
+        return '-'
     return f'{"PASS" if record.ratio >= goal else "MISS"} (>= {goal})'
 
 
@@ -85,8 +105,17 @@ def main():
                                     args.min_run_time)
         records.append(Record.cost(BENCHMARK, f'gcn_int8_{observer}',
                                    'train_step', baseline, value, 's'))
+    qat_layer = quantize_model(float_layer, QAT(4))
+    for name in tqdm(args.schemes, desc=BENCHMARK, leave=False):
+        case, scheme, _ = SCHEMES[name]
+        quant_layer = quantize_model(float_layer, scheme())
+        baseline, value = time_pair(train_step(qat_layer, x, edge_index),
+                                    train_step(quant_layer, x, edge_index),
+                                    args.min_run_time)
+        records.append(Record.cost(BENCHMARK, case, 'train_step', baseline,
+                                   value, 's'))
     finish(records, args, extra_columns={'goal': goal_column})
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(cli.guard(main))

@@ -1,8 +1,23 @@
 r"""pyg_qgnn: quantized, binary and pruned GNN layers for PyTorch Geometric."""
-from pyg_qgnn import deploy, nn, quantizers
-from pyg_qgnn.nn import QuantGCNConv, QuantLinear
+from pyg_qgnn import deploy, nn, quantizers, transforms
+from pyg_qgnn import distill
+from pyg_qgnn.nn import (
+    BinaryDGCNN,
+    BinEdgeConv,
+    BinLinear,
+    DynamicBinEdgeConv,
+    DynamicXorEdgeConv,
+    QuantGATConv,
+    QuantGCNConv,
+    QuantGINConv,
+    QuantLinear,
+    QuantSAGEConv,
+    XorEdgeConv,
+)
 from pyg_qgnn.quantize import (
+    A2Q,
     QAT,
+    DegreeQuant,
     QuantScheme,
     calibrate,
     quantize_model,
@@ -11,11 +26,14 @@ from pyg_qgnn.quantize import (
 )
 from pyg_qgnn.quantizers import (
     IntegerQuantizer,
+    SignQuantizer,
     disable_fake_quant,
     enable_fake_quant,
     freeze_observer,
+    set_binarization_stage,
     unfreeze_observer,
 )
+from pyg_qgnn.report import quantization_report
 
 __version__ = '0.1.0'
 
@@ -23,12 +41,27 @@ __all__ = [
     'quantize_model',
     'QuantScheme',
     'QAT',
+    'DegreeQuant',
+    'A2Q',
+    'quantization_report',
     'calibrate',
     'register_quantized_layer',
     'supported_layers',
     'QuantLinear',
     'QuantGCNConv',
+    'QuantGINConv',
+    'QuantSAGEConv',
+    'QuantGATConv',
     'IntegerQuantizer',
+    'SignQuantizer',
+    'set_binarization_stage',
+    'BinLinear',
+    'BinEdgeConv',
+    'XorEdgeConv',
+    'DynamicBinEdgeConv',
+    'DynamicXorEdgeConv',
+    'BinaryDGCNN',
+    'distill',
     'enable_fake_quant',
     'disable_fake_quant',
     'freeze_observer',
@@ -36,5 +69,6 @@ __all__ = [
     'deploy',
     'nn',
     'quantizers',
+    'transforms',
     '__version__',
 ]

@@ -1,25 +1,29 @@
 r"""Command line: ``python -m pyg_qgnn demo`` (also ``pyg-qgnn demo``)."""
-import argparse
 import sys
 from typing import Optional, Sequence
 
-from pyg_qgnn import demo
+from pyg_qgnn import cli, demo
+
+
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.make_parser(
+        'Quantized graph neural networks for PyTorch Geometric.',
+        prog='pyg-qgnn')
+    commands = parser.add_subparsers(dest='command', required=True,
+                                     metavar='COMMAND')
+    demo_parser = commands.add_parser(
+        'demo', help='float GCN vs. QAT INT8/INT4 on a Planetoid graph',
+        description=cli.plain_text(demo.__doc__),
+        formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    cli.add_debug_flag(demo_parser)
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(handler=demo.main)
+    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog='pyg-qgnn',
-        description='Quantized graph neural networks for PyTorch Geometric.')
-    commands = parser.add_subparsers(dest='command', required=True)
-    demo_parser = commands.add_parser(
-        'demo', help='float GCN vs. QAT INT8/INT4 on a Planetoid graph',
-        description=demo.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    demo.add_arguments(demo_parser)
-    args = parser.parse_args(argv)
-    if args.command == 'demo':
-        demo.main(args)
-    return 0
+    return cli.run(lambda args: args.handler(args), build_parser(), argv,
+                   exit=False)
 
 
 if __name__ == '__main__':

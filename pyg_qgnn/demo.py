@@ -1,180 +1,179 @@
-r"""The main job: float GCN vs. its quantized copies on a Planetoid graph.
+r"""The main job: the library's capabilities, one section each, on real data
+where it is available and on announced synthetic stand-ins where not.
 
-Trains a float 2-layer GCN, quantizes copies with :func:`quantize_model`
-(:class:`QAT` at each bit width), fine-tunes them, and reports test accuracy
-(mean ± std over seeds, each model selected on validation accuracy) and the
-size of the file :func:`pyg_qgnn.deploy.save` writes for it.
+Section quant: a float 2-layer GCN on a Planetoid graph against its
+quantized copies, made with quantize_model under QAT and Degree-Quant at
+each bit width and under A²Q (learned per-node bit widths), each fine-tuned
+from the float weights.
+
+Columns: method and bits; test accuracy of the epoch with the best
+validation accuracy (mean ± std over seeds); the average bit width of node
+features (A²Q learns it); bytes of the safetensors file that
+pyg_qgnn.deploy.save writes (quantized weights bit-packed); how many times
+smaller than the float file.
 """
-import copy
 import json
-import os
-import statistics
-import tempfile
 import time
-from dataclasses import asdict, dataclass
-from typing import List, Optional, Sequence
+from dataclasses import asdict
+from typing import Callable, Dict, List, Optional, Sequence
 
-import torch
-import torch.nn.functional as F
-from torch_geometric.nn.models import GCN
 from torch_geometric.transforms import NormalizeFeatures
 from tqdm.auto import tqdm
 
-from pyg_qgnn import deploy
+from pyg_qgnn import cli
 from pyg_qgnn.datasets import load_planetoid
-from pyg_qgnn.quantize import QAT, quantize_model
+from pyg_qgnn.datasets.planetoid import PLANETOID_NAMES, LoadedGraph
+from pyg_qgnn.nn.models import node_classifier
+from pyg_qgnn.train import Method, compare_on_nodes, format_rows, plot_rows
 
 
-@dataclass
-class DemoRow:
-    method: str
-    bits: int
-    acc_mean: float
-    acc_std: float
-    bytes: int
+def quant_methods(bits: Sequence[int], observer: str = 'per',
+                  names: Sequence[str] = ('qat', 'dq', 'a2q'),
+                  a2q_bits: int = 4,
+                  a2q_target: Optional[float] = 2.5) -> List[Method]:
+    r"""FP32, then QAT and Degree-Quant at each of :obj:`bits`, then A²Q
+    (those of them in :obj:`names`)."""
+    methods = [Method('fp32')]
+    for name in ('qat', 'dq'):
+        if name in names:
+            methods += [Method(name, b, observer) for b in bits]
+    if 'a2q' in names:
+        methods.append(Method('a2q', a2q_bits, a2q_target=a2q_target))
+    return methods
 
 
-def train_node_classifier(model, data, epochs: int, lr: float,
-                          weight_decay: float = 5e-4):
-    r"""Full-batch training; returns (validation accuracy, test accuracy) of
-    the epoch with the best validation accuracy, whose weights are restored
-    into :obj:`model`."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr,
-                                 weight_decay=weight_decay)
-    best_val, best_test, best_state = -1.0, 0.0, None
-    for _ in range(epochs):
-        model.train()
-        optimizer.zero_grad()
-        out = model(data.x, data.edge_index)
-        F.cross_entropy(out[data.train_mask], data.y[data.train_mask]).backward()
-        optimizer.step()
-        val, test = evaluate(model, data)
-        if val > best_val:
-            best_val, best_test = val, test
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return best_val, best_test
-
-
-@torch.no_grad()
-def evaluate(model, data):
-    model.eval()
-    pred = model(data.x, data.edge_index).argmax(dim=-1)
-    return tuple(float((pred[m] == data.y[m]).float().mean())
-                 for m in (data.val_mask, data.test_mask))
-
-
-def _file_size(model) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        return deploy.save(model, os.path.join(tmp, 'model.safetensors'))
-
-
-def run_demo(dataset: str = 'Cora', root: Optional[str] = None,
-             seeds: int = 5, epochs: int = 200, finetune_epochs: int = 100,
-             bits: Sequence[int] = (8, 4), observer: str = 'per',
-             hidden: int = 16, progress: bool = True) -> List[DemoRow]:
+def run_quant(dataset: str = 'Cora', root: Optional[str] = None,
+              seeds: int = 5, epochs: int = 200, finetune_epochs: int = 100,
+              methods: Sequence[Method] = tuple(quant_methods((8, 4))),
+              progress: bool = True):
+    r"""Rows of the quant section and the :class:`LoadedGraph` they come
+    from (its :obj:`kind` says :obj:`"real"` or :obj:`"synthetic"`)."""
+    for name, value in dict(seeds=seeds, epochs=epochs,
+                            finetune_epochs=finetune_epochs).items():
+        if value < 1:
+            raise ValueError(f"'{name}' must be a positive integer "
+                             f"(got {value})")
     graph = load_planetoid(dataset, root)
     data = NormalizeFeatures()(graph.data)  # row-normalized, as Kipf & Welling
-    print(f'[pyg_qgnn] {dataset}: {data.num_nodes} nodes, '
+    print(f'[pyg_qgnn] {graph.name}: {data.num_nodes} nodes, '
           f'{data.num_edges} edges, {graph.num_classes} classes '
           f'(from {graph.source}); {graph.split}')
-    accs = {('float', 32): []}
-    accs.update({('QAT', b): [] for b in bits})
-    sizes = {}
-    bar = tqdm(total=seeds * (1 + len(bits)), disable=not progress,
-               desc='seeds x methods')
-    for seed in range(seeds):
-        torch.manual_seed(seed)
-        # cached: the graph is fixed (transductive), normalize it once.
-        model = GCN(data.num_features, hidden, num_layers=2,
-                    out_channels=graph.num_classes, dropout=0.5, cached=True)
-        accs['float', 32].append(train_node_classifier(model, data, epochs,
-                                                       lr=0.01)[1])
-        sizes['float', 32] = _file_size(model)
-        bar.update()
-        for b in bits:
-            qmodel = quantize_model(model, QAT(bits=b, observer=observer))
-            accs['QAT', b].append(train_node_classifier(
-                qmodel, data, finetune_epochs, lr=0.005)[1])
-            sizes['QAT', b] = _file_size(qmodel)
-            bar.update()
-    bar.close()
-    return [DemoRow(method, b, statistics.mean(a),
-                    statistics.stdev(a) if len(a) > 1 else 0.0,
-                    sizes[method, b]) for (method, b), a in accs.items()]
+    with tqdm(total=seeds * len(methods), disable=not progress,
+              desc='seeds x methods') as bar:
+        rows = compare_on_nodes(
+            lambda: node_classifier('gcn', data.num_features,
+                                    graph.num_classes),
+            data, methods, seeds, epochs, finetune_epochs,
+            progress=bar.update)
+    return rows, graph
 
 
-def format_table(rows: Sequence[DemoRow], split: str = 'test') -> str:
-    lines = [f'| method | bits | {split} accuracy (mean ± std) | file bytes '
-             f'| size ratio |', '|---|---:|---:|---:|---:|']
-    base = rows[0].bytes
-    for r in rows:
-        lines.append(f'| {r.method} | {r.bits} | {100 * r.acc_mean:.2f} ± '
-                     f'{100 * r.acc_std:.2f} | {r.bytes:,} | '
-                     f'{base / r.bytes:.2f}x |')
-    return '\n'.join(lines)
+def title(graph: LoadedGraph, seeds: int) -> str:
+    r"""Names the dataset, and says so loudly when it is a stand-in."""
+    name = (f'a SYNTHETIC stand-in for {graph.name} (not {graph.name}; '
+            f'accuracies are not comparable)' if graph.synthetic
+            else graph.name)
+    return (f'GCN on {name}: test accuracy of the model with the best '
+            f'validation accuracy, over {seeds} seeds')
 
 
-def plot_rows(rows: Sequence[DemoRow], path: str):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for r in rows:
-        ax.errorbar(r.bytes / 1024, 100 * r.acc_mean, yerr=100 * r.acc_std,
-                    fmt='o', capsize=3, label=f'{r.method} {r.bits}-bit')
-    ax.set_xscale('log')
-    ax.set_xlabel('checkpoint size (KiB)')
-    ax.set_ylabel('test accuracy (%)')
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def section_path(path: Optional[str], section: str, sections: Sequence[str]
+                 ) -> Optional[str]:
+    r""":obj:`path` itself for a single section, else
+    :obj:`<stem>_<section><suffix>`."""
+    if path is None or len(sections) == 1:
+        return path
+    stem, dot, suffix = path.rpartition('.')
+    return f'{stem}_{section}.{suffix}' if dot else f'{path}_{section}'
 
 
-def main(args) -> List[DemoRow]:
-    start = time.perf_counter()
-    rows = run_demo(args.dataset, args.root, args.seeds, args.epochs,
-                    args.finetune_epochs, args.bits, args.observer,
-                    progress=not args.no_progress)
+def quant_section(args) -> List[dict]:
+    methods = quant_methods(args.bits, args.observer, args.methods,
+                            args.a2q_bits, args.a2q_target)
+    with cli.user_input('--root' if args.root else '--dataset'):
+        rows, graph = run_quant(args.dataset, args.root, args.seeds,
+                                args.epochs, args.finetune_epochs, methods,
+                                progress=not args.no_progress)
     print()
-    print(f'GCN on {args.dataset}: test accuracy of the model with the best '
-          f'validation accuracy, over {args.seeds} seeds')
-    print(format_table(rows))
+    print(title(graph, args.seeds))
+    print(format_rows(rows))
+    plot = section_path(args.plot, 'quant', args.sections)
+    if plot:
+        plot_rows(rows, plot, title(graph, args.seeds))
+        print(f'plot written to {plot}')
+    return [dict(asdict(row), section='quant', dataset=graph.name,
+                 source=graph.kind) for row in rows]
+
+
+#: Section name -> function of the parsed arguments returning JSON rows.
+SECTIONS: Dict[str, Callable[..., List[dict]]] = {
+    'quant': quant_section,
+}
+
+
+def main(args) -> List[dict]:
+    if args.plot:
+        cli.require_module('matplotlib', '--plot', extra='plot')
+    start = time.perf_counter()
+    args.sections = args.only or list(SECTIONS)
+    rows = []
+    for name in args.sections:
+        print(f'\n## {name}\n')
+        rows += SECTIONS[name](args)
     print(f'\n({time.perf_counter() - start:.0f} s)')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump([asdict(r) for r in rows], f, indent=2)
+            json.dump(rows, f, indent=2)
         print(f'rows written to {args.json}')
-    if args.plot:
-        plot_rows(rows, args.plot)
-        print(f'plot written to {args.plot}')
     return rows
 
 
 def add_arguments(parser):
+    parser.add_argument('--only', nargs='+', metavar='SECTION',
+                        type=cli.choice(list(SECTIONS)),
+                        help=f'run only these sections, among '
+                        f'{", ".join(SECTIONS)} (default: all)')
     parser.add_argument('--dataset', default='Cora',
+                        type=cli.choice(list(PLANETOID_NAMES.values())),
                         help='Planetoid name: Cora, CiteSeer or PubMed '
                         '(default: Cora)')
-    parser.add_argument('--root', default=None,
+    parser.add_argument('--root', default=None, type=cli.existing_dir,
                         help='folder holding <Name>/raw/ (default: '
                         '$PYG_QGNN_DATA, else ../shared/data, else PyG download, '
                         'else a synthetic stand-in)')
-    parser.add_argument('--seeds', type=int, default=5,
+    parser.add_argument('--seeds', type=cli.positive_int, default=5,
                         help='number of seeds (default: 5)')
-    parser.add_argument('--epochs', type=int, default=200,
+    parser.add_argument('--epochs', type=cli.positive_int, default=200,
                         help='float training epochs (default: 200)')
-    parser.add_argument('--finetune-epochs', type=int, default=100,
-                        help='QAT fine-tuning epochs (default: 100)')
-    parser.add_argument('--bits', type=int, nargs='+', default=[8, 4],
-                        choices=range(1, 9), metavar='BITS',
-                        help='QAT bit widths, each in 1..8 (default: 8 4)')
+    parser.add_argument('--finetune-epochs', type=cli.positive_int,
+                        default=100,
+                        help='fine-tuning epochs of each quantized model '
+                        '(default: 100)')
+    parser.add_argument('--bits', type=cli.bit_width, nargs='+',
+                        default=[8, 4], metavar='BITS',
+                        help='QAT and Degree-Quant bit widths, each in 1..8 '
+                        '(default: 8 4)')
     parser.add_argument('--observer', default='per', choices=['abs', 'mom', 'per'],
                         help='activation range observer (default: per)')
+    parser.add_argument('--methods', nargs='+', default=['qat', 'dq', 'a2q'],
+                        type=cli.choice(['qat', 'dq', 'a2q']),
+                        help='quantization methods compared with FP32 '
+                        '(default: qat dq a2q)')
+    parser.add_argument('--a2q-bits', type=cli.bit_width, default=4,
+                        metavar='BITS',
+                        help='initial A²Q bit width of node features and '
+                        'weights, in 1..8 (default: 4)')
+    parser.add_argument('--a2q-target', type=cli.number_in(1, 8),
+                        default=2.5, metavar='BITS',
+                        help='average bit width the A²Q memory penalty pulls '
+                        'towards, in [1, 8] (default: 2.5)')
     parser.add_argument('--json', default=None, metavar='PATH',
-                        help='write the rows as a JSON list')
+                        type=cli.output_path,
+                        help='write the rows as a JSON list (a missing folder '
+                        'is created)')
     parser.add_argument('--plot', default=None, metavar='PATH',
-                        help='write accuracy vs. size as a PNG (needs matplotlib)')
+                        type=cli.output_path,
+                        help='write accuracy vs. average bits as a PNG (needs '
+                        'matplotlib)')
     parser.add_argument('--no-progress', action='store_true',
                         help='hide the progress bar')

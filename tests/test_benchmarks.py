@@ -32,8 +32,10 @@ def run_benchmark(script: str, json_path: Path, *flags: str) -> list:
 def test_quant_overhead(tmp_path):
     records = run_benchmark('quant_overhead.py', tmp_path / 'out.json',
                             '--nodes', '500', '--edges', '2000')
+    # Observer cases against GCNConv, then the schemes against QAT INT4.
     assert [r['case'] for r in records] == [
-        'gcn_int8_abs', 'gcn_int8_mom', 'gcn_int8_per'
+        'gcn_int8_abs', 'gcn_int8_mom', 'gcn_int8_per', 'gcn_dq_int4',
+        'gcn_a2q'
     ]
     for record in records:
         assert record['benchmark'] == 'quant_overhead'
@@ -43,6 +45,17 @@ def test_quant_overhead(tmp_path):
         assert math.isclose(record['ratio'],
                             record['baseline'] / record['value'],
                             rel_tol=1e-9)
+
+
+@pytest.mark.parametrize('schemes,cases', [
+    (['dq'], ['gcn_int8_abs', 'gcn_dq_int4']),
+    ([], ['gcn_int8_abs']),
+])
+def test_quant_overhead_scheme_selection(tmp_path, schemes, cases):
+    records = run_benchmark('quant_overhead.py', tmp_path / 'out.json',
+                            '--nodes', '200', '--edges', '800',
+                            '--observers', 'abs', '--schemes', *schemes)
+    assert [r['case'] for r in records] == cases
 
 
 def test_layer_throughput(tmp_path):
@@ -79,3 +92,40 @@ def test_bad_size_is_rejected():
          '300x1200'], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert 'NODES:EDGES' in result.stderr
+
+
+@pytest.mark.parametrize('flags,argument', [
+    (['--threads', '0'], '--threads'),
+    (['--min-run-time', '-1'], '--min-run-time'),
+    (['--nodes', '0'], '--nodes'),
+    (['--json', '{file}/out.json'], '--json'),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path, flags, argument):
+    file = tmp_path / 'a_file'
+    file.write_text('x')
+    flags = [flag.format(file=file) for flag in flags]
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / 'quant_overhead.py'), *flags],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: argument ' +
+                                                   argument)
+    assert 'Traceback' not in result.stderr
+
+
+def test_json_folder_is_created(tmp_path):
+    out = tmp_path / 'new' / 'deeper' / 'out.json'
+    run_benchmark('quant_overhead.py', out, '--nodes', '200', '--edges',
+                  '800', '--observers', 'abs')
+    assert out.is_file()
+
+
+def test_help_explains_columns():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / 'quant_overhead.py'), '--help'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for column in ('baseline', 'value', 'ratio', 'goal'):
+        assert column in result.stdout
+    assert ':class:' not in result.stdout and ':obj:' not in result.stdout

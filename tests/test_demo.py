@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pyg_qgnn.__main__ import main
-from pyg_qgnn.demo import DemoRow, format_table
+from pyg_qgnn.demo import run_quant
+from pyg_qgnn.train import MethodRow, format_rows
 from tests.conftest import SHARED_DATA, has_shared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,47 +22,126 @@ def test_demo_on_cora_writes_rows(tmp_path, capsys):
           '--finetune-epochs', '10', '--json', str(out), '--plot', str(plot),
           '--no-progress'])
     rows = json.loads(out.read_text())
-    assert [(r['method'], r['bits']) for r in rows] == \
-        [('float', 32), ('QAT', 8), ('QAT', 4)]
+    assert [(r['method'], r['bits']) for r in rows] == [
+        ('FP32', 32), ('QAT', 8), ('QAT', 4), ('DQ', 8), ('DQ', 4), ('A²Q', 4)]
     for r in rows:
-        assert set(r) == {'method', 'bits', 'acc_mean', 'acc_std', 'bytes'}
+        assert set(r) == {'method', 'bits', 'acc_mean', 'acc_std', 'avg_bits',
+                          'bytes', 'runs', 'section', 'dataset', 'source'}
+        assert (r['section'], r['dataset'], r['source']) == ('quant', 'Cora',
+                                                            'real')
         assert 0.3 < r['acc_mean'] <= 1.0 and r['acc_std'] >= 0
+        assert r['runs'] == 2
     sizes = [r['bytes'] for r in rows]
     # 2-layer GCN on Cora: weights dominate, so INT8 < 1/3 and INT4 < 1/5.
     assert sizes[1] < sizes[0] / 3 and sizes[2] < sizes[0] / 5
+    assert sizes[3] == sizes[1] and sizes[4] == sizes[2]  # DQ stores as QAT
+    assert 1.0 <= rows[5]['avg_bits'] <= 8.0
     assert plot.stat().st_size > 0
     printed = capsys.readouterr().out
     assert '| QAT | 4 |' in printed and 'Kipf' in printed
+    assert 'GCN on Cora:' in printed and 'SYNTHETIC' not in printed
 
 
 def test_demo_synthetic_fallback_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr('pyg_qgnn.datasets.planetoid.shared_data_candidates',
+    monkeypatch.setattr('pyg_qgnn.datasets.locate.shared_data_candidates',
                         lambda: [])
     monkeypatch.delenv('PYG_QGNN_DATA', raising=False)
     monkeypatch.setattr('pyg_qgnn.datasets.planetoid._download',
                         lambda name: (_ for _ in ()).throw(OSError('offline')))
+    out = tmp_path / 'rows.json'
     main(['demo', '--seeds', '1', '--epochs', '5', '--finetune-epochs', '2',
-          '--bits', '8', '--no-progress'])
+          '--bits', '8', '--methods', 'qat', '--no-progress', '--json',
+          str(out)])
     printed = capsys.readouterr().out
     assert 'SYNTHETIC' in printed and '| QAT | 8 |' in printed
+    # The title can never be read as a result on Cora.
+    assert 'GCN on a SYNTHETIC stand-in for Cora' in printed
+    assert 'GCN on Cora' not in printed
+    rows = json.loads(out.read_text())
+    assert {(r['dataset'], r['source']) for r in rows} == {('Cora',
+                                                            'synthetic')}
 
 
 def test_table_format():
-    rows = [DemoRow('float', 32, 0.8, 0.01, 1000), DemoRow('QAT', 8, 0.79, 0.0, 250)]
-    table = format_table(rows)
-    assert '| QAT | 8 | 79.00 ± 0.00 | 250 | 4.00x |' in table
+    rows = [MethodRow('FP32', 32, 0.8, 0.01, 32.0, 1000, 2),
+            MethodRow('QAT', 8, 0.79, 0.0, 8.0, 250, 2)]
+    table = format_rows(rows)
+    assert '| QAT | 8 | 79.00 ± 0.00 | 8.00 | 250 | 4.00x |' in table
 
 
-def test_cli_help_and_bad_arguments():
-    result = subprocess.run([sys.executable, '-m', 'pyg_qgnn', 'demo', '--help'],
-                            cwd=ROOT, capture_output=True, text=True)
+def demo_cli(*args, **env):
+    return subprocess.run([sys.executable, '-m', 'pyg_qgnn', 'demo', *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+
+
+def test_cli_help_is_plain_text():
+    result = demo_cli('--help')
     assert result.returncode == 0 and '--dataset' in result.stdout
-    result = subprocess.run([sys.executable, '-m', 'pyg_qgnn', 'demo',
-                             '--observer', 'median'], cwd=ROOT,
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "--observer" in result.stderr
-    with pytest.raises(ValueError, match="'dataset'"):
-        main(['demo', '--dataset', 'Reddit', '--no-progress'])
+    assert ':func:' not in result.stdout and ':class:' not in result.stdout
+    assert 'quantize_model' in result.stdout  # the role's text stays
+    assert 'Columns:' in result.stdout
+
+
+def _file(tmp_path):
+    file = tmp_path / 'a_file'
+    file.write_text('x')
+    return str(file)
+
+
+@pytest.mark.parametrize('args,argument', [
+    (['--seeds', '0'], '--seeds'),
+    (['--seeds', '-3'], '--seeds'),
+    (['--epochs', '-1'], '--epochs'),
+    (['--epochs', '0'], '--epochs'),
+    (['--finetune-epochs', '-1'], '--finetune-epochs'),
+    (['--bits', '9'], '--bits'),
+    (['--observer', 'median'], '--observer'),
+    (['--dataset', 'Foo'], '--dataset'),
+    (['--only', 'nothing'], '--only'),
+    (['--methods', 'xyz'], '--methods'),
+    (['--a2q-target', '9'], '--a2q-target'),
+    (['--root', '/nonexistent'], '--root'),
+    (['--json', '{file}/x.json'], '--json'),
+    (['--plot', '{file}/x.png'], '--plot'),
+])
+def test_bad_arguments_fail_fast_in_one_line(tmp_path, args, argument):
+    args = [a.format(file=_file(tmp_path)) for a in args]
+    result = demo_cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+    assert argument in lines[0]
+    assert 'Traceback' not in result.stderr and result.stdout == ''
+
+
+def test_root_without_data_is_a_one_line_error(tmp_path):
+    result = demo_cli('--root', str(tmp_path), '--no-progress')
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: argument --root: ')
+    assert len(result.stderr.strip().splitlines()) == 1
+    debug = demo_cli('--root', str(tmp_path), '--no-progress', '--debug')
+    assert debug.returncode != 0 and 'Traceback' in debug.stderr
+    env = demo_cli('--root', str(tmp_path), '--no-progress',
+                   PYG_QGNN_DEBUG='1')
+    assert 'Traceback' in env.stderr
+
+
+def test_missing_output_folder_is_created_before_work(tmp_path, monkeypatch):
+    monkeypatch.setattr('pyg_qgnn.demo.run_quant',
+                        lambda *a, **k: (_ for _ in ()).throw(
+                            AssertionError('folder must exist before work')
+                            if not (tmp_path / 'new').is_dir() else
+                            KeyboardInterrupt()))
+    assert main(['demo', '--json', str(tmp_path / 'new' / 'rows.json'),
+                 '--no-progress']) == 130
+
+
+def test_run_demo_rejects_nonpositive_counts():
+    with pytest.raises(ValueError, match="'seeds'"):
+        run_quant(seeds=0)
+    with pytest.raises(ValueError, match="'finetune_epochs'"):
+        run_quant(finetune_epochs=-1)
 
 
 def test_console_script_is_declared():

@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import torch
-from torch_geometric.nn import GATConv, GCNConv
+from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, MessagePassing
 from torch_geometric.nn import Linear as PyGLinear
 from torch_geometric.nn.models import GAT, GCN
 
@@ -171,21 +171,21 @@ def test_weight_quantizer_is_symmetric_and_dynamic():
 
 
 def test_unsupported_layer_raises_with_path():
-    model = GAT(8, 16, num_layers=2, out_channels=4)
+    model = GAT(8, 16, num_layers=2, out_channels=4, v2=True)
     with pytest.raises(TypeError) as info:
         quantize_model(model, QAT(bits=8))
     message = str(info.value)
     assert 'GCNConv' in message
     assert "'convs.0'" in message
-    assert 'GATConv' in message
+    assert 'GATv2Conv' in message
 
 
 def test_unsupported_layer_warns_when_not_strict():
     model = torch.nn.ModuleDict(dict(gcn=GCNConv(8, 16),
-                                     gat=GATConv(16, 4)))
-    with pytest.warns(UserWarning, match="'gat'.*GATConv"):
+                                     gat=GATv2Conv(16, 4)))
+    with pytest.warns(UserWarning, match="'gat'.*GATv2Conv"):
         qmodel = quantize_model(model, QAT(bits=8), strict=False)
-    assert type(qmodel['gat']) is GATConv
+    assert type(qmodel['gat']) is GATv2Conv
     assert type(qmodel['gcn']) is QuantGCNConv
 
 
@@ -337,3 +337,37 @@ def test_int8_close_to_float_and_int4_farther():
     assert 0 < err8 < 0.05
     assert err4 > err8
     assert err2 > err4
+
+
+# Messages point at the user ##################################################
+
+
+class _Unsupported(MessagePassing):
+    def forward(self, x, edge_index):
+        return self.propagate(edge_index, x=x)
+
+
+def test_skip_warning_points_at_the_callers_line():
+    model = torch.nn.ModuleDict(dict(gcn=GCNConv(8, 16),
+                                     inner=torch.nn.ModuleDict(
+                                         dict(conv=_Unsupported()))))
+    with pytest.warns(UserWarning, match="'inner.conv'") as record:
+        quantize_model(model, QAT(bits=8), strict=False)
+    assert len(record) == 1
+    assert record[0].filename == __file__
+
+
+def test_nothing_quantized_warns_once_listing_supported_layers():
+    model = torch.nn.Sequential(torch.nn.ReLU(), _Unsupported())
+    with pytest.warns(UserWarning) as record:
+        out = quantize_model(model, QAT(bits=8), strict=False)
+    messages = [str(w.message) for w in record]
+    assert sum('no layer that quantize_model can swap' in m
+               for m in messages) == 1
+    assert all(w.filename == __file__ for w in record)
+    assert 'GCNConv' in messages[-1] and type(out[1]) is _Unsupported
+
+
+def test_nothing_quantized_raises_when_strict():
+    with pytest.raises(TypeError, match="'model'.*no layer.*GCNConv"):
+        quantize_model(torch.nn.Sequential(torch.nn.ReLU()), QAT(bits=8))

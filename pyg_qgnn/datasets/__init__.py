@@ -1,5 +1,19 @@
 r"""Data loading with offline defaults."""
+from pyg_qgnn.datasets.molecules import load_molecules
 from pyg_qgnn.datasets.planetoid import LoadedGraph, load_planetoid
 from pyg_qgnn.datasets.synthetic import contextual_sbm
+from pyg_qgnn.datasets.tu import (
+    LoadedDataset,
+    load_tudataset,
+    synthetic_graph_classes,
+)
 
-__all__ = ['load_planetoid', 'LoadedGraph', 'contextual_sbm']
+__all__ = [
+    'load_planetoid',
+    'LoadedGraph',
+    'contextual_sbm',
+    'load_tudataset',
+    'LoadedDataset',
+    'synthetic_graph_classes',
+    'load_molecules',
+]

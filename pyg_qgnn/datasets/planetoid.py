@@ -1,23 +1,22 @@
 r"""Planetoid citation graphs (Cora, CiteSeer, PubMed) from wherever they are.
 
-Lookup order: an explicit :obj:`root`, then :obj:`$PYG_QGNN_DATA`, then the
-project's :obj:`../shared/data`, each used only if it holds
-:obj:`<root>/<Name>/raw/`; then PyG's own download; and, offline, a clearly
-announced synthetic stand-in (:func:`contextual_sbm`). Raw files are copied
-into a cache (:obj:`$PYG_QGNN_CACHE`, default :obj:`~/.cache/pyg_qgnn`)
-before PyG processes them, so no :obj:`processed/` folder is ever written
-into a data folder that may be shared or read-only.
+Lookup order: local copies (see :mod:`pyg_qgnn.datasets.locate`), then PyG's
+own download, and, offline, a clearly announced synthetic stand-in
+(:func:`contextual_sbm`).
 """
-import os
-import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 from torch_geometric.data import Data
 from torch_geometric.datasets import Planetoid
 
+from pyg_qgnn.datasets.locate import (
+    cache_root,
+    cached_copy,
+    download_timeout,
+    find_raw,
+)
 from pyg_qgnn.datasets.synthetic import contextual_sbm
 
 PLANETOID_NAMES = {'cora': 'Cora', 'citeseer': 'CiteSeer', 'pubmed': 'PubMed'}
@@ -34,19 +33,13 @@ class LoadedGraph:
     num_classes: int
     source: str  # where it came from, for the report
     split: str  # the split the masks follow
+    synthetic: bool = False  # a stand-in, not the named dataset
+    name: str = ''  # the dataset's canonical name, e.g. "Cora"
 
-
-def cache_root() -> Path:
-    return Path(os.environ.get('PYG_QGNN_CACHE',
-                               Path.home() / '.cache' / 'pyg_qgnn'))
-
-
-def shared_data_candidates() -> List[Path]:
-    r"""The :obj:`../shared/data` folders beside the working directory and
-    beside this source checkout."""
-    repo = Path(__file__).resolve().parents[2]
-    return [Path.cwd().parent / 'shared' / 'data',
-            repo.parent / 'shared' / 'data']
+    @property
+    def kind(self) -> str:
+        r""":obj:`"synthetic"` for a stand-in, else :obj:`"real"`."""
+        return 'synthetic' if self.synthetic else 'real'
 
 
 def canonical_planetoid_name(name: str) -> str:
@@ -56,11 +49,6 @@ def canonical_planetoid_name(name: str) -> str:
         raise ValueError(f"'dataset' must be a Planetoid name, one of "
                          f"{sorted(PLANETOID_NAMES.values())} (got {name!r})"
                          ) from None
-
-
-def _has_raw(root: Path, name: str) -> bool:
-    raw = root / name / 'raw'
-    return raw.is_dir() and any(raw.iterdir())
 
 
 def load_planetoid(name: str = 'Cora', root: Optional[str] = None,
@@ -80,25 +68,19 @@ def load_planetoid(name: str = 'Cora', root: Optional[str] = None,
         log (callable, optional): Where announcements go. (default: :obj:`print`)
     """
     name = canonical_planetoid_name(name)
-    if root is not None:
-        if not _has_raw(Path(root), name):
-            raise FileNotFoundError(f"'root' {root!r} holds no {name}/raw/ "
-                                    f"folder with Planetoid raw files")
-        candidates = [Path(root)]
-    else:
-        env = os.environ.get('PYG_QGNN_DATA')
-        candidates = ([Path(env)] if env else []) + shared_data_candidates()
-    for candidate in candidates:
-        if _has_raw(candidate, name):
-            return LoadedGraph(*_from_raw(candidate, name),
-                               source=str(candidate / name / 'raw'),
-                               split='public Planetoid split (Kipf & Welling)')
+    local = find_raw(name, root, what='Planetoid raw files')
+    if local is not None:
+        return LoadedGraph(*_from_raw(local, name),
+                           source=str(local / name / 'raw'),
+                           split='public Planetoid split (Kipf & Welling)',
+                           name=name)
     if allow_download:
         try:
             dataset = _download(name)
             return LoadedGraph(dataset[0], dataset.num_classes,
                                source='PyG download',
-                               split='public Planetoid split (Kipf & Welling)')
+                               split='public Planetoid split (Kipf & Welling)',
+                               name=name)
         except Exception as e:  # any network or archive failure: go on
             log(f'[pyg_qgnn] could not download {name} ({e.__class__.__name__}: '
                 f'{e})')
@@ -111,25 +93,15 @@ def load_planetoid(name: str = 'Cora', root: Optional[str] = None,
         f'{features} features). Accuracies are not comparable to {name}. ***')
     data = contextual_sbm(nodes, classes, features)
     return LoadedGraph(data, classes, source='synthetic contextual SBM',
-                       split='synthetic split (20 per class / 500 / 1000)')
+                       split='synthetic split (20 per class / 500 / 1000)',
+                       synthetic=True, name=name)
 
 
 def _from_raw(root: Path, name: str):
-    cached = cache_root() / 'planetoid'
-    raw = cached / name / 'raw'
-    raw.mkdir(parents=True, exist_ok=True)
-    for src in (root / name / 'raw').iterdir():
-        dst = raw / src.name
-        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
-            shutil.copyfile(src, dst)
-    dataset = Planetoid(str(cached), name)
+    dataset = Planetoid(str(cached_copy(root, name, 'planetoid')), name)
     return dataset[0], dataset.num_classes
 
 
 def _download(name: str):
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(15)  # offline machines should fail fast
-    try:
+    with download_timeout():
         return Planetoid(str(cache_root() / 'download'), name)
-    finally:
-        socket.setdefaulttimeout(previous)

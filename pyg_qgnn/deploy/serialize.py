@@ -12,7 +12,7 @@ from typing import Dict, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as to_bytes
 from torch import Tensor, nn
 
 from pyg_qgnn.quantizers import IntegerQuantizer
@@ -42,11 +42,19 @@ def save(model: nn.Module, path: PathLike) -> int:
     r"""Writes :obj:`model` to :obj:`path` and returns the file size in bytes.
 
     Quantized weights are stored as packed codes; all other parameters and
-    buffers (biases, quantizer ranges, float layers) as they are.
+    buffers (biases, quantizer ranges, float layers) as they are. Only the
+    model's state is read, so a model in training mode is saved exactly as
+    in evaluation mode (weight ranges are taken from the weights in both).
+    The file is written like any other (its mode follows the umask).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"'model' must be a torch.nn.Module "
                         f"(got {type(model).__name__})")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"'path' {path!r}: the folder {folder!r} does "
+                                f"not exist")
     packed = {}
     tensors = {}
     for key, (module, quantizer) in _packed_weights(model).items():
@@ -61,9 +69,11 @@ def save(model: nn.Module, path: PathLike) -> int:
             # safetensors refuses shared or strided storage.
             tensors[key] = value.detach().cpu().contiguous().clone()
     metadata = dict(format=FORMAT, version=VERSION, packed=json.dumps(packed))
-    save_file({k: v.cpu() for k, v in tensors.items()}, os.fspath(path),
-              metadata=metadata)
-    return os.path.getsize(path)
+    payload = to_bytes({k: v.cpu() for k, v in tensors.items()},
+                       metadata=metadata)
+    with open(path, 'wb') as f:
+        f.write(payload)
+    return len(payload)
 
 
 def _read(path: PathLike):
@@ -99,6 +109,7 @@ def load(path: PathLike, model: nn.Module) -> nn.Module:
     """
     tensors, packed = _read(path)
     targets = _packed_weights(model)
+    _check_structure(model, tensors, packed)
     if set(packed) != set(targets):
         raise ValueError(f"checkpoint packs the weights {sorted(packed)} but "
                          f"'model' quantizes {sorted(targets)}: build 'model' "
@@ -122,6 +133,35 @@ def load(path: PathLike, model: nn.Module) -> nn.Module:
     return model
 
 
+def _layers(keys) -> set:
+    return {key.rsplit('.', 1)[0] if '.' in key else '' for key in keys}
+
+
+def _check_structure(model: nn.Module, tensors: Dict[str, Tensor],
+                     packed: Dict[str, dict]):
+    r"""Fails, naming the layers on each side, when the checkpoint's layers
+    are not the model's (another depth, other layer names)."""
+    saved = {key[:-len('.codes')] if key[:-len('.codes')] in packed else key
+             for key in tensors}
+    own = set(model.state_dict())
+    # Quantizer state is compared by _check_compatible; layers are compared
+    # by their parameters, so a different scheme is not reported as a
+    # different structure.
+    params = {key for key in own if not _is_quantizer_state(key)}
+    saved_params = {key for key in saved if not _is_quantizer_state(key)}
+    only_saved = sorted(_layers(saved_params - params) - _layers(params))
+    only_model = sorted(_layers(params - saved_params) - _layers(saved_params))
+    if only_saved or only_model:
+        raise ValueError(f"checkpoint and 'model' have different layers: only "
+                         f"in the checkpoint {only_saved}, only in 'model' "
+                         f"{only_model}; build 'model' with the same "
+                         f"architecture as the saved one")
+
+
+def _is_quantizer_state(key: str) -> bool:
+    return '_quantizer.' in key
+
+
 def _check_compatible(model: nn.Module, state: Dict[str, Tensor],
                       packed: Dict[str, dict], targets: Dict[str, tuple]):
     r"""Fails before anything is overwritten if shapes or bit widths differ."""
@@ -129,7 +169,10 @@ def _check_compatible(model: nn.Module, state: Dict[str, Tensor],
     shapes = {k: tuple(v.shape) for k, v in state.items() if k in params}
     shapes.update({k: tuple(info['shape']) for k, info in packed.items()})
     for key, shape in shapes.items():
-        if key in params and tuple(params[key].shape) != shape:
+        # An empty parameter is lazy state (a learned step, an A2Q table)
+        # that takes the checkpoint's shape; its module checks it on load.
+        if key in params and params[key].numel() and \
+                tuple(params[key].shape) != shape:
             raise ValueError(f"'{key}' has shape {shape} in the checkpoint but "
                              f"{tuple(params[key].shape)} in 'model'")
     for key, info in packed.items():

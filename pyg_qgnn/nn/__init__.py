@@ -1,5 +1,19 @@
 from pyg_qgnn.nn.quant_layer import QUANT_POINTS, QuantLayer
-from pyg_qgnn.nn.dense import QuantLinear
-from pyg_qgnn.nn.conv import QuantGCNConv
+from pyg_qgnn.nn.dense import BinLinear, QuantLinear
+from pyg_qgnn.nn.conv import (
+    BinEdgeConv,
+    DynamicBinEdgeConv,
+    DynamicXorEdgeConv,
+    QuantGATConv,
+    QuantGCNConv,
+    QuantGINConv,
+    QuantSAGEConv,
+    XorEdgeConv,
+)
+from pyg_qgnn.nn import models
+from pyg_qgnn.nn.models import DGCNN, BinaryDGCNN
 
-__all__ = ['QUANT_POINTS', 'QuantLayer', 'QuantLinear', 'QuantGCNConv']
+__all__ = ['QUANT_POINTS', 'QuantLayer', 'QuantLinear', 'QuantGCNConv',
+           'QuantGINConv', 'QuantSAGEConv', 'QuantGATConv',
+           'BinLinear', 'BinEdgeConv', 'XorEdgeConv', 'DynamicBinEdgeConv',
+           'DynamicXorEdgeConv', 'DGCNN', 'BinaryDGCNN', 'models']

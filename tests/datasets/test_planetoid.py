@@ -52,7 +52,7 @@ def test_root_without_raw_files_is_an_error(tmp_path):
 
 
 def test_offline_fallback_is_synthetic_and_announced(monkeypatch):
-    monkeypatch.setattr('pyg_qgnn.datasets.planetoid.shared_data_candidates',
+    monkeypatch.setattr('pyg_qgnn.datasets.locate.shared_data_candidates',
                         lambda: [])
     messages = []
     graph = load_planetoid('CiteSeer', allow_download=False, log=messages.append)

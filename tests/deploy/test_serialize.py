@@ -269,3 +269,55 @@ def test_load_does_not_unpickle(tmp_path, monkeypatch):
 def test_save_rejects_non_module(tmp_path):
     with pytest.raises(TypeError, match="'model'"):
         save({'w': torch.zeros(1)}, tmp_path / 'x.safetensors')
+
+
+# Files as a user expects them ################################################
+
+
+def test_file_mode_follows_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        save(trained(QAT(bits=4)), tmp_path / 'a.safetensors')
+        os.umask(0o077)
+        save(trained(QAT(bits=4)), tmp_path / 'b.safetensors')
+    finally:
+        os.umask(previous)
+    assert (tmp_path / 'a.safetensors').stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / 'b.safetensors').stat().st_mode & 0o777 == 0o600
+
+
+def test_save_into_missing_folder_names_the_users_path(tmp_path):
+    path = tmp_path / 'missing' / 'model.safetensors'
+    with pytest.raises(FileNotFoundError) as info:
+        save(trained(QAT(bits=4)), path)
+    assert repr(str(path)) in str(info.value)
+    assert '.tmp' not in str(info.value)
+
+
+def test_training_mode_saves_the_same_bytes(tmp_path):
+    model = trained(QAT(bits=4))
+    save(model.eval(), tmp_path / 'eval.safetensors')
+    save(model.train(), tmp_path / 'train.safetensors')
+    # safetensors orders the metadata entries at random: compare contents.
+    contents = []
+    for name in ('eval', 'train'):
+        with safe_open(tmp_path / f'{name}.safetensors', framework='pt') as f:
+            contents.append((f.metadata(),
+                             {k: f.get_tensor(k) for k in f.keys()}))
+    assert contents[0][0] == contents[1][0]
+    assert contents[0][1].keys() == contents[1][1].keys()
+    for key, value in contents[0][1].items():
+        assert torch.equal(value, contents[1][1][key]), key
+
+
+def test_other_depth_lists_the_layers_on_each_side(tmp_path):
+    path = tmp_path / 'model.safetensors'
+    save(trained(QAT(bits=4)), path)  # 2 layers
+    deeper = build(QAT(bits=4), num_layers=3)
+    with pytest.raises(ValueError) as info:
+        load(path, deeper)
+    message = str(info.value)
+    assert 'different layers' in message
+    assert "only in 'model' ['convs.2'" in message
+    assert 'only in the checkpoint []' in message
+    assert 'quantization scheme' not in message

@@ -3,10 +3,8 @@ from typing import Optional
 from torch import Tensor, nn
 from torch_geometric.nn.conv import GCNConv
 from torch_geometric.typing import Adj, OptTensor
-from torch_geometric.utils import scatter, to_edge_index
 
-from pyg_qgnn.nn.dense.quant_linear import QuantLinear
-from pyg_qgnn.nn.quant_layer import QUANT_POINTS, QuantLayer
+from pyg_qgnn.nn.quant_layer import QUANT_POINTS, QuantLayer, parent_method
 from pyg_qgnn.quantizers import Quantizer
 
 
@@ -28,7 +26,9 @@ class QuantGCNConv(QuantLayer, GCNConv):
     state-dict keys. The message quantizer acts on every propagation path:
     for a :class:`torch.sparse.Tensor` or :class:`torch_sparse.SparseTensor`
     adjacency the fused sparse product is replaced by explicit per-edge
-    messages while it is on.
+    messages while it is on. :func:`torch.jit.script` and
+    :func:`torch.compile` work as for :class:`GCNConv` (see
+    :class:`~pyg_qgnn.nn.QuantLayer` for TorchScript and quantizers).
 
     Args:
         in_channels (int): Size of each input sample, or :obj:`-1`.
@@ -62,6 +62,11 @@ class QuantGCNConv(QuantLayer, GCNConv):
     """
     quant_points = QUANT_POINTS
 
+    _float_forward = parent_method(GCNConv, 'forward')
+    _float_message = parent_method(GCNConv, 'message')
+    _float_message_and_aggregate = parent_method(GCNConv,
+                                                 'message_and_aggregate')
+
     def __init__(self, in_channels: int, out_channels: int,
                  improved: bool = False, cached: bool = False,
                  add_self_loops: Optional[bool] = None, normalize: bool = True,
@@ -73,9 +78,7 @@ class QuantGCNConv(QuantLayer, GCNConv):
                  output_quantizer: Optional[Quantizer] = None, **kwargs):
         super().__init__(in_channels, out_channels, improved, cached,
                          add_self_loops, normalize, bias, **kwargs)
-        self.lin = QuantLinear(in_channels, out_channels, bias=False,
-                               weight_initializer='glorot',
-                               weight_quantizer=weight_quantizer)
+        self._quantize_linears(['lin'], weight_quantizer)
         self._init_quantizers(dict(input=input_quantizer,
                                    message=message_quantizer,
                                    aggregate=aggregate_quantizer,
@@ -93,21 +96,21 @@ class QuantGCNConv(QuantLayer, GCNConv):
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
-        out = super().forward(self.quant('input', x), edge_index, edge_weight)
+        out = self._float_forward(self.quant('input', x), edge_index,
+                                  edge_weight)
         return self.quant('output', out)
 
     def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
-        return self.quant('message', super().message(x_j, edge_weight))
+        return self.quant('message', self._float_message(x_j, edge_weight))
 
     def message_and_aggregate(self, adj_t: Adj, x: Tensor) -> Tensor:
-        quantizer = self.message_quantizer
-        if quantizer is None or not quantizer.fake_quant_enabled:
-            return super().message_and_aggregate(adj_t, x)
+        if not self.quantizes_messages():
+            return self._float_message_and_aggregate(adj_t, x)
         # A fused sparse product never forms the messages Q_msg acts on.
-        (row, col), value = to_edge_index(adj_t)
-        messages = self.message(x.index_select(self.node_dim, col), value)
-        return scatter(messages, row, dim=self.node_dim, dim_size=adj_t.size(0),
-                       reduce=self.aggr)
+        edge_index, value, num_targets = self.sparse_edges(adj_t)
+        x_j = x.index_select(self.node_dim, edge_index[1])
+        return self.aggregate(self.message(x_j, value), edge_index[0],
+                              dim_size=num_targets)
 
     def update(self, inputs: Tensor) -> Tensor:
         return self.quant('aggregate', inputs)
@@ -119,8 +122,8 @@ class QuantGCNConv(QuantLayer, GCNConv):
                     improved=module.improved, cached=module.cached,
                     add_self_loops=module.add_self_loops,
                     normalize=module.normalize,
-                    bias=module.bias is not None, aggr=module.aggr,
-                    flow=module.flow, node_dim=module.node_dim)
+                    bias=module.bias is not None,
+                    **cls.message_passing_kwargs(module))
 
     def __repr__(self) -> str:
         extra = self.quant_repr()

@@ -1,0 +1,433 @@
+r"""Deployed forms of the binary layers of `Bahri et al., 2021
+<https://arxiv.org/abs/2012.15823>`_: binary weights stored packed (1 bit
+each), binary activations turned into :obj:`int8` codes or packed words, and
+the binary products computed exactly in integers
+(:func:`~pyg_qgnn.deploy.binary_ops.binary_matmul`, XOR edge features,
+Hamming kNN). Everything else the trained layer learned (batch
+normalization, the rescaling :math:`\Gamma`, PReLU slopes, biases, a real
+last layer) stays in floating point and is named by :obj:`__repr__`.
+
+A deployed layer computes what its trained twin computes in evaluation
+mode, bit for bit: binary products are exact integers on both sides, and
+every floating-point step runs the same operation on the same values.
+"""
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn.conv import EdgeConv
+from torch_geometric.typing import Adj, OptTensor, PairTensor
+
+from pyg_qgnn.deploy.binary_ops import matmul_codes, pack_codes, sign_codes
+from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
+from pyg_qgnn.deploy.knn import hamming_knn
+from pyg_qgnn.nn.conv.bin_edge_conv import BinEdgeConv
+from pyg_qgnn.nn.conv.dynamic_bin_edge_conv import DynamicBinEdgeConv
+from pyg_qgnn.nn.conv.dynamic_xor_edge_conv import DynamicXorEdgeConv
+from pyg_qgnn.nn.conv.xor_edge_conv import XorEdgeConv
+from pyg_qgnn.nn.dense.bin_linear import ACTIVATIONS, BinLinear
+from pyg_qgnn.quantizers import Quantizer
+from pyg_qgnn.quantizers.binary import (
+    BALANCES,
+    LearnedRescale,
+    SignQuantizer,
+    balance,
+    unpack_signs,
+)
+
+
+class Binarize(nn.Module):
+    r"""The sign of a trained :class:`~pyg_qgnn.quantizers.SignQuantizer`
+    at inference: :math:`\mathrm{sign}(b(x))` (:math:`+1` for
+    :math:`x \ge 0`) after its balance function :math:`b`, if any; no
+    straight-through gradient, no relaxation.
+
+    Args:
+        balance (str, optional): :obj:`"mean"`, :obj:`"median"` or
+            :obj:`None`. (default: :obj:`None`)
+        balance_dim (int, optional): The dimension centred over.
+            (default: :obj:`0`)
+    """
+    def __init__(self, balance: Optional[str] = None, balance_dim: int = 0):
+        super().__init__()
+        if balance is not None and balance not in BALANCES:
+            raise ValueError(f"'balance' must be one of {BALANCES} or None "
+                             f"(got {balance!r})")
+        self.balance = balance
+        self.balance_dim = balance_dim
+
+    @classmethod
+    def from_quantizer(cls, quantizer: Optional[Quantizer],
+                       name: str) -> Optional['Binarize']:
+        r"""The sign :obj:`quantizer` applies in evaluation, or :obj:`None`
+        where it leaves values real (absent or switched off)."""
+        if quantizer is None or not quantizer.fake_quant_enabled:
+            return None
+        if not isinstance(quantizer, SignQuantizer):
+            raise TypeError(f"'{name}' is a {type(quantizer).__name__}; the "
+                            f"deployed binary layers take a SignQuantizer "
+                            f"or None")
+        if quantizer.relaxed:
+            raise ValueError(f"'{name}' is relaxed (stage 1 of cascaded "
+                             f"distillation); call set_binarization_stage("
+                             f"model, 2) or (model, 3) before convert()")
+        return cls(quantizer.balance, quantizer.balance_dim)
+
+    def codes(self, x: Tensor) -> Tensor:
+        r""":obj:`int8` codes :math:`\pm 1` of :obj:`x`."""
+        if self.balance is not None and x.numel():
+            x = balance(x, self.balance, self.balance_dim)
+        return sign_codes(x)
+
+    def signs(self, x: Tensor) -> Tensor:
+        r"""The codes as :math:`\pm 1` values of :obj:`x`'s dtype."""
+        return self.codes(x).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return '' if self.balance is None else \
+            f'balance={self.balance!r}, balance_dim={self.balance_dim}'
+
+
+class DeployedBinLinear(DeployedLayer):
+    r"""The deployed :class:`~pyg_qgnn.nn.BinLinear`:
+
+    .. math::
+        \mathbf{y} = \sigma\Big(\big(\mathrm{sign}(\mathbf{W}) \circledast
+        \mathrm{sign}(\mathrm{BN}(\mathbf{x}))\big) \odot \Gamma
+        + \mathbf{b}\Big)
+
+    with :math:`\mathrm{sign}(\mathbf{W})` stored as packed bits
+    (:obj:`weight_packed`) and the product an exact :obj:`int32` binary
+    matmul. A real weight (the last layer of a classifier) stays a float
+    :obj:`weight`; a real input (no input sign) is multiplied in floating
+    point with the unpacked signs.
+
+    Args:
+        in_channels (int): Size of each input sample.
+        out_channels (int): Size of each output sample.
+        bias (bool, optional): Holds a bias. (default: :obj:`True`)
+        batch_norm (bool, optional): Holds the input batch normalization.
+            (default: :obj:`True`)
+        activation (str, optional): :obj:`"prelu"`, :obj:`"relu"` or
+            :obj:`None`. (default: :obj:`"prelu"`)
+        rescale_modes (tuple, optional): The modes of :math:`\Gamma`.
+            (default: :obj:`()`)
+        binary_weight (bool, optional): Store :math:`\mathrm{sign}
+            (\mathbf{W})` packed rather than a real weight.
+            (default: :obj:`True`)
+        input_sign (Binarize, optional): The input binarization, or
+            :obj:`None` for real inputs. (default: :obj:`None`)
+
+    Shapes:
+        - **input:** :math:`(*, F_{in})`
+        - **output:** :math:`(*, F_{out})`
+    """
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True,
+                 *, batch_norm: bool = True,
+                 activation: Optional[str] = 'prelu',
+                 rescale_modes: Tuple[int, ...] = (),
+                 binary_weight: bool = True,
+                 input_sign: Optional[Binarize] = None):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"'activation' must be one of {ACTIVATIONS} "
+                             f"(got {activation!r})")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.binary_weight = binary_weight
+        if binary_weight:
+            self.register_buffer('weight_packed', torch.zeros(
+                out_channels, -(-in_channels // 8), dtype=torch.uint8))
+            self.weight = None
+        else:
+            self.register_buffer('weight',
+                                 torch.zeros(out_channels, in_channels))
+            self.weight_packed = None
+        self.register_buffer('bias', torch.zeros(out_channels) if bias
+                             else None)
+        self.norm = nn.BatchNorm1d(in_channels) if batch_norm else None
+        self.input_sign = input_sign
+        self.rescale = LearnedRescale(out_channels, rescale_modes)
+        self.activation_name = activation
+        self.activation = nn.PReLU() if activation == 'prelu' else (
+            nn.ReLU() if activation == 'relu' else None)
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    @torch.no_grad()
+    def from_trained(cls, twin: BinLinear) -> 'DeployedBinLinear':
+        weight_sign = Binarize.from_quantizer(twin.weight_quantizer,
+                                              'weight_quantizer')
+        layer = cls(twin.in_channels, twin.out_channels,
+                    bias=twin.bias is not None,
+                    batch_norm=twin.norm is not None,
+                    activation=twin.activation_name,
+                    rescale_modes=twin.rescale.modes,
+                    binary_weight=weight_sign is not None,
+                    input_sign=Binarize.from_quantizer(twin.input_quantizer,
+                                                       'input_quantizer'))
+        layer = layer.to(twin.weight.device)
+        if weight_sign is not None:
+            layer.weight_packed.copy_(pack_codes(weight_sign.codes(
+                twin.weight.detach())))
+        else:
+            layer.weight.copy_(twin.weight)
+        if twin.bias is not None:
+            layer.bias.copy_(twin.bias)
+        for part in ('norm', 'rescale', 'activation'):
+            if getattr(layer, part) is not None:
+                getattr(layer, part).load_state_dict(
+                    getattr(twin, part).state_dict())
+        return layer
+
+    def weight_codes(self) -> Tensor:
+        r"""The binary weight as :obj:`int8` codes :math:`(F_{out},
+        F_{in})`."""
+        return unpack_signs(self.weight_packed, self.in_channels)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        if self.norm is None:
+            return x
+        return self.norm(x.reshape(-1, x.size(-1))).reshape(x.shape)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.normalize(x)
+        if self.input_sign is None:
+            weight = self.weight if self.weight is not None else \
+                self.weight_codes().to(x.dtype)
+            return self.finish(F.linear(x, weight))
+        codes = self.input_sign.codes(x)
+        if self.weight is not None:
+            return self.finish(F.linear(codes.to(x.dtype), self.weight))
+        dot = matmul_codes(codes.reshape(-1, self.in_channels),
+                           self.weight_packed, self.in_channels)
+        return self.finish(dot.to(x.dtype).reshape(*x.shape[:-1], -1))
+
+    def finish(self, dot: Tensor) -> Tensor:
+        r"""Rescaling, bias and activation of the (binary) product."""
+        out = self.rescale(dot)
+        if self.bias is not None:
+            out = out + self.bias
+        return out if self.activation is None else self.activation(out)
+
+    def __repr__(self) -> str:
+        weight = '1-bit packed' if self.binary_weight else 'float'
+        floats = [name for name in ('norm', 'rescale', 'bias', 'activation')
+                  if getattr(self, name) is not None]
+        return (f'{self.__class__.__name__}({self.in_channels}, '
+                f'{self.out_channels}, weight={weight}, input='
+                f'{"binary" if self.input_sign is not None else "float"}, '
+                f'float={floats})')
+
+
+class DeployedBinEdgeConv(DeployedLayer, EdgeConv):
+    r"""The deployed :class:`~pyg_qgnn.nn.BinEdgeConv` (Eq. 12–13):
+    :class:`~torch_geometric.nn.EdgeConv` whose edge block is a
+    :class:`DeployedBinLinear`.
+
+    Args:
+        nn (DeployedBinLinear): The edge block, mapping
+            :math:`[\mathbf{x}_i \,\Vert\, \mathbf{x}_j - \mathbf{x}_i]`.
+        aggr (str, optional): The aggregation. (default: :obj:`"max"`)
+    """
+    def __init__(self, nn: DeployedBinLinear, aggr: str = 'max'):
+        super().__init__(nn, aggr=aggr)
+        self.in_channels = nn.in_channels // 2
+        self.out_channels = nn.out_channels
+
+    @classmethod
+    def from_trained(cls, twin: BinEdgeConv) -> 'DeployedBinEdgeConv':
+        return cls(DeployedBinLinear.from_trained(twin.nn), twin.aggr)
+
+    @torch.no_grad()
+    def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj) -> Tensor:
+        return super().forward(x, edge_index)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.in_channels}, '
+                f'{self.out_channels}, aggr={self.aggr!r}, nn={self.nn})')
+
+
+class DeployedDynamicBinEdgeConv(DeployedBinEdgeConv):
+    r"""The deployed :class:`~pyg_qgnn.nn.DynamicBinEdgeConv`: the graph of
+    the trained layer's :obj:`knn_graph` (real features), then
+    :class:`DeployedBinEdgeConv`.
+
+    Args:
+        nn (DeployedBinLinear): The edge block.
+        knn_graph (torch.nn.Module): The twin's graph builder.
+        aggr (str, optional): The aggregation. (default: :obj:`"max"`)
+    """
+    def __init__(self, nn: DeployedBinLinear, knn_graph: nn.Module,
+                 aggr: str = 'max'):
+        super().__init__(nn, aggr)
+        self.knn_graph = knn_graph
+
+    @classmethod
+    def from_trained(cls, twin: DynamicBinEdgeConv
+                     ) -> 'DeployedDynamicBinEdgeConv':
+        return cls(DeployedBinLinear.from_trained(twin.nn), twin.knn_graph,
+                   twin.aggr)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor, batch: OptTensor = None) -> Tensor:
+        return super().forward(x, self.knn_graph(x, batch))
+
+
+class DeployedXorEdgeConv(DeployedLayer, EdgeConv):
+    r"""The deployed :class:`~pyg_qgnn.nn.XorEdgeConv` (Eq. 17–20). On
+    binary node features with binary weights the edge product splits into
+    a node part and an XOR part, both exact in integers:
+
+    .. math::
+        \mathrm{sign}(\mathbf{\Theta}) \circledast [\mathbf{x}_i \,\Vert\,
+        \mathbf{x}_i \oplus \mathbf{x}_j] = \mathbf{\Theta}_a^{\pm}
+        \mathbf{x}_i + \mathbf{\Theta}_b^{\pm} (\mathbf{x}_i \oplus
+        \mathbf{x}_j)
+
+    where the node part is computed once per node and the XOR of packed
+    codes is gathered per edge. Real inputs (the first layer) or real
+    weights take the twin's floating-point path.
+
+    Args:
+        nn (DeployedBinLinear): The edge block (no batch normalization).
+        aggr (str, optional): The aggregation. (default: :obj:`"max"`)
+        norm (str, optional): Batch normalization :obj:`"after"` (BF1) or
+            :obj:`"before"` (BF2) the aggregation. (default: :obj:`"after"`)
+        input_sign (Binarize, optional): Binarization of the node features,
+            :obj:`None` for real ones. (default: :obj:`None`)
+        output_sign (Binarize, optional): The outer sign.
+            (default: :obj:`None`)
+    """
+    # x: real features, signs, or packed codes (then with node_dot, block).
+    propagate_type = {'x': PairTensor, 'node_dot': OptTensor,
+                      'block': OptTensor}
+
+    def __init__(self, nn: DeployedBinLinear, aggr: str = 'max',
+                 norm: str = 'after', *, input_sign: Optional[Binarize] = None,
+                 output_sign: Optional[Binarize] = None):
+        super().__init__(nn, aggr=aggr)
+        self.in_channels = nn.in_channels // 2
+        self.out_channels = nn.out_channels
+        self.norm_placement = norm
+        self.norm = torch.nn.BatchNorm1d(nn.out_channels).eval()
+        self.input_sign = input_sign
+        self.output_sign = output_sign
+
+    @classmethod
+    def from_trained(cls, twin: XorEdgeConv) -> 'DeployedXorEdgeConv':
+        layer = cls(DeployedBinLinear.from_trained(twin.nn),
+                    **cls.settings(twin))
+        layer.norm.load_state_dict(twin.norm.state_dict())
+        return layer.to(twin.norm.running_mean.device).requires_grad_(False)
+
+    @classmethod
+    def settings(cls, twin: XorEdgeConv) -> dict:
+        r"""The constructor arguments, besides :obj:`nn`, of
+        :obj:`twin`'s deployed form."""
+        return dict(aggr=twin.aggr, norm=twin.norm_placement,
+                    input_sign=Binarize.from_quantizer(twin.input_quantizer,
+                                                       'input_quantizer'),
+                    output_sign=Binarize.from_quantizer(
+                        twin.output_quantizer, 'output_quantizer'))
+
+    def codes(self, x: PairTensor) -> Optional[Tuple[Tensor, Tensor]]:
+        r""":obj:`int8` codes of the node features, :obj:`None` if they
+        stay real."""
+        if self.input_sign is None:
+            return None
+        return self.input_sign.codes(x[0]), self.input_sign.codes(x[1])
+
+    @torch.no_grad()
+    def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj) -> Tensor:
+        if isinstance(x, Tensor):
+            x = (x, x)
+        return self.convolve(x, edge_index, self.codes(x))
+
+    def convolve(self, x: PairTensor, edge_index: Adj,
+                 codes: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
+        r"""The layer on node features :obj:`x` whose codes are
+        :obj:`codes`."""
+        if codes is None:
+            out = self.propagate(edge_index, x=x, node_dot=None, block=None)
+        elif not self.nn.binary_weight:
+            signs = (codes[0].to(x[0].dtype), codes[1].to(x[1].dtype))
+            out = self.propagate(edge_index, x=signs, node_dot=None,
+                                 block=None)
+        else:
+            channels = self.in_channels
+            weight = self.nn.weight_codes()
+            node_dot = matmul_codes(codes[1], weight[:, :channels].contiguous(),
+                                    channels)
+            packed = (pack_codes(codes[0]), pack_codes(codes[1]))
+            out = self.propagate(edge_index, x=packed, node_dot=node_dot,
+                                 block=pack_codes(weight[:, channels:]))
+        return out if self.output_sign is None else self.output_sign.signs(out)
+
+    def message(self, x_i: Tensor, x_j: Tensor, node_dot_i: OptTensor,
+                block: OptTensor) -> Tensor:
+        if node_dot_i is None:  # the twin's floating-point path
+            edge = x_j - x_i if self.input_sign is None else -x_j * x_i
+            out = self.nn(torch.cat([x_i, edge], dim=-1))
+        else:  # x holds packed codes: their XOR is -x_j * x_i
+            dot = node_dot_i + matmul_codes(x_j ^ x_i, block,
+                                            self.in_channels)
+            out = self.nn.finish(dot.to(self.nn.rescale.alpha.dtype))
+        return self.norm(out) if self.norm_placement == 'before' else out
+
+    def update(self, inputs: Tensor) -> Tensor:
+        return self.norm(inputs) if self.norm_placement == 'after' else inputs
+
+    def __repr__(self) -> str:
+        signs = [name for name in ('input_sign', 'output_sign')
+                 if getattr(self, name) is not None]
+        return (f'{self.__class__.__name__}({self.in_channels}, '
+                f'{self.out_channels}, aggr={self.aggr!r}, '
+                f'norm={self.norm_placement!r}, signs={signs}, '
+                f'nn={self.nn}, float=[\'norm\'])')
+
+
+class DeployedDynamicXorEdgeConv(DeployedXorEdgeConv):
+    r"""The deployed :class:`~pyg_qgnn.nn.DynamicXorEdgeConv`: on binary
+    features the graph comes from Hamming distances of the packed codes
+    (:func:`~pyg_qgnn.deploy.hamming_knn`, the point itself included), on
+    real features from the twin's :obj:`knn_graph`.
+
+    Args:
+        nn (DeployedBinLinear): The edge block.
+        knn_graph (torch.nn.Module): The twin's graph builder (its
+            :obj:`k`, and its metric for real features).
+        **kwargs (optional): Arguments of :class:`DeployedXorEdgeConv`.
+    """
+    def __init__(self, nn: DeployedBinLinear, knn_graph: torch.nn.Module,
+                 **kwargs):
+        super().__init__(nn, **kwargs)
+        self.knn_graph = knn_graph
+
+    @classmethod
+    def settings(cls, twin: DynamicXorEdgeConv) -> dict:
+        return dict(super().settings(twin), knn_graph=twin.knn_graph)
+
+    @property
+    def k(self) -> int:
+        return self.knn_graph.k
+
+    @torch.no_grad()
+    def forward(self, x: Tensor, batch: OptTensor = None) -> Tensor:
+        codes = self.codes((x, x))
+        if codes is None:
+            edge_index = self.knn_graph(x, batch)
+        else:
+            edge_index = hamming_knn(pack_codes(codes[0]), self.k, batch,
+                                     num_bits=x.size(-1), loop=True)
+        return self.convolve((x, x), edge_index, codes)
+
+
+register_deployed_layer(BinLinear, DeployedBinLinear)
+register_deployed_layer(BinEdgeConv, DeployedBinEdgeConv)
+register_deployed_layer(DynamicBinEdgeConv, DeployedDynamicBinEdgeConv)
+register_deployed_layer(XorEdgeConv, DeployedXorEdgeConv)
+register_deployed_layer(DynamicXorEdgeConv, DeployedDynamicXorEdgeConv)

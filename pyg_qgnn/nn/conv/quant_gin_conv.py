@@ -1,0 +1,115 @@
+import copy
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv import GINConv
+from torch_geometric.typing import Adj, OptPairTensor, Size
+
+from pyg_qgnn.nn.quant_layer import QuantLayer, parent_method
+from pyg_qgnn.quantizers import Quantizer
+
+
+class QuantGINConv(QuantLayer, GINConv):
+    r"""The graph isomorphism operator of `Xu et al.
+    <https://arxiv.org/abs/1810.00826>`_ with quantization-aware training
+    (fake quantization at input, message, aggregate and output, as in
+    `Degree-Quant <https://arxiv.org/abs/2008.05000>`_).
+
+    .. math::
+        \mathbf{x}^{\prime}_i = Q_{out}\Big(h_{\mathbf{\Theta}}\Big(
+        (1 + \epsilon) \cdot Q_{in}(\mathbf{x}_i) + Q_{agg}\Big(
+        \sum_{j \in \mathcal{N}(i)} Q_{msg}\big(Q_{in}(\mathbf{x}_j)\big)
+        \Big)\Big)\Big)
+
+    The weights live in the network :math:`h_{\mathbf{\Theta}}`: give it
+    :class:`~pyg_qgnn.nn.QuantLinear` layers to quantize them
+    (:func:`~pyg_qgnn.quantize_model` converts the :class:`torch.nn.Linear`
+    layers of a :class:`GINConv`'s network under the same scheme).
+    Every slot is optional; with none (or all switched off with
+    :func:`~pyg_qgnn.quantizers.disable_fake_quant`) the layer equals
+    :class:`~torch_geometric.nn.conv.GINConv` numerically and shares its
+    state-dict keys. The message quantizer acts on every propagation path:
+    for a :class:`torch.sparse.Tensor` or :class:`torch_sparse.SparseTensor`
+    adjacency the fused sparse product is replaced by explicit per-edge
+    messages while it is on (which, as on the :obj:`edge_index` path, do
+    not use the adjacency's values).
+
+    Args:
+        nn (torch.nn.Module): The network :math:`h_{\mathbf{\Theta}}`
+            mapping node features of shape :obj:`[-1, in_channels]` to
+            :obj:`[-1, out_channels]`.
+        eps (float, optional): (Initial) :math:`\epsilon`-value.
+            (default: :obj:`0.`)
+        train_eps (bool, optional): Learn :math:`\epsilon`.
+            (default: :obj:`False`)
+        input_quantizer (Quantizer, optional): :math:`Q_{in}`, applied once
+            to each node feature matrix (to each side of a bipartite pair).
+            (default: :obj:`None`)
+        message_quantizer (Quantizer, optional): :math:`Q_{msg}`.
+            (default: :obj:`None`)
+        aggregate_quantizer (Quantizer, optional): :math:`Q_{agg}`.
+            (default: :obj:`None`)
+        output_quantizer (Quantizer, optional): :math:`Q_{out}`.
+            (default: :obj:`None`)
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
+
+    Shapes:
+        - **input:**
+          node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V_s}|, F_{s}), (|\mathcal{V_t}|, F_{t}))`
+          if bipartite,
+          edge indices :math:`(2, |\mathcal{E}|)`
+          or sparse matrix :math:`(|\mathcal{V_t}|, |\mathcal{V_s}|)`
+        - **output:** node features :math:`(|\mathcal{V}|, F_{out})` or
+          :math:`(|\mathcal{V}_t|, F_{out})` if bipartite
+    """
+    quant_points = ('input', 'message', 'aggregate', 'output')
+
+    _float_forward = parent_method(GINConv, 'forward')
+    _float_message_and_aggregate = parent_method(GINConv,
+                                                 'message_and_aggregate')
+
+    def __init__(self, nn: Callable, eps: float = 0., train_eps: bool = False,
+                 *, input_quantizer: Optional[Quantizer] = None,
+                 message_quantizer: Optional[Quantizer] = None,
+                 aggregate_quantizer: Optional[Quantizer] = None,
+                 output_quantizer: Optional[Quantizer] = None, **kwargs):
+        super().__init__(nn, eps, train_eps, **kwargs)
+        self._init_quantizers(dict(input=input_quantizer,
+                                   message=message_quantizer,
+                                   aggregate=aggregate_quantizer,
+                                   output=output_quantizer))
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        self.reset_quantizers()
+
+    def forward(self, x: Union[Tensor, OptPairTensor], edge_index: Adj,
+                size: Size = None) -> Tensor:
+        out = self._float_forward(self.quant_input(x), edge_index, size)
+        return self.quant('output', out)
+
+    def message(self, x_j: Tensor) -> Tensor:
+        return self.quant('message', x_j)
+
+    def message_and_aggregate(self, adj_t: Adj, x: OptPairTensor) -> Tensor:
+        if self.quantizes_messages():
+            # A fused sparse product never forms the messages Q_msg acts on.
+            return self.message_and_aggregate_per_edge(adj_t, x[0])
+        return self._float_message_and_aggregate(adj_t, x)
+
+    def update(self, inputs: Tensor) -> Tensor:
+        return self.quant('aggregate', inputs)
+
+    @classmethod
+    def float_kwargs(cls, module: torch.nn.Module) -> dict:
+        return dict(nn=copy.deepcopy(module.nn), eps=module.initial_eps,
+                    train_eps=isinstance(module.eps, torch.nn.Parameter),
+                    **cls.message_passing_kwargs(module))
+
+    def __repr__(self) -> str:
+        extra = self.quant_repr()
+        return (f'{self.__class__.__name__}(nn={self.nn}'
+                f'{", " + extra if extra else ""})')

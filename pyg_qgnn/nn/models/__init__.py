@@ -1,0 +1,9 @@
+from pyg_qgnn.nn.models.dgcnn import DGCNN, BinaryDGCNN
+
+__all__ = ['DGCNN', 'BinaryDGCNN']
+from pyg_qgnn.nn.models.gnn_classifiers import (  # noqa: E402
+    GraphClassifier,
+    node_classifier,
+)
+
+__all__ += ['GraphClassifier', 'node_classifier']

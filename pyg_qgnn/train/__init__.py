@@ -1,0 +1,48 @@
+r"""Training loops shared by the demo, the examples and the benchmarks:
+full-batch node classification and k-fold graph classification, both with
+model selection on validation data, and mean ± std result tables."""
+from pyg_qgnn.train.compare import (
+    MethodRow,
+    compare_on_graphs,
+    compare_on_nodes,
+    file_size,
+    format_rows,
+    plot_rows,
+)
+from pyg_qgnn.train.graph import (
+    CrossValidation,
+    cross_validate,
+    stratified_folds,
+    train_graph_classifier,
+)
+from pyg_qgnn.train.methods import METHODS, Method
+from pyg_qgnn.train.node import NodeResult, evaluate_nodes, \
+    train_node_classifier
+from pyg_qgnn.train.results import (
+    Summary,
+    markdown_table,
+    seed_everything,
+    summarize,
+)
+
+__all__ = [
+    'NodeResult',
+    'train_node_classifier',
+    'evaluate_nodes',
+    'CrossValidation',
+    'cross_validate',
+    'stratified_folds',
+    'train_graph_classifier',
+    'Summary',
+    'summarize',
+    'markdown_table',
+    'seed_everything',
+    'Method',
+    'METHODS',
+    'MethodRow',
+    'compare_on_nodes',
+    'compare_on_graphs',
+    'format_rows',
+    'plot_rows',
+    'file_size',
+]

@@ -1,0 +1,79 @@
+r"""The quantization methods the examples compare, as one spec each:
+:obj:`"fp32"` (no quantization), :obj:`"qat"`, :obj:`"dq"` (Degree-Quant)
+and :obj:`"a2q"`, at a bit width."""
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import nn
+
+from pyg_qgnn.quantize import A2Q, QAT, DegreeQuant, QuantScheme
+from pyg_qgnn.train.node import Penalty
+
+METHODS = ('fp32', 'qat', 'dq', 'a2q')
+LABELS = {'fp32': 'FP32', 'qat': 'QAT', 'dq': 'DQ', 'a2q': 'A²Q'}
+
+
+@dataclass(frozen=True)
+class Method:
+    r"""One row of a comparison.
+
+    Args:
+        name (str): One of :obj:`METHODS`.
+        bits (int): Bit width (A²Q: the initial width of node features and
+            the weights' width); :obj:`32` for :obj:`"fp32"`.
+        observer (str, optional): Range observer of QAT and DQ.
+            (default: :obj:`"per"`)
+        grad (str, optional): :obj:`"ste"` or :obj:`"clipped"`.
+            (default: :obj:`"ste"`)
+        a2q_target (float, optional): A²Q's target average bit width.
+            (default: :obj:`None`)
+        a2q_groups (int, optional): A²Q's pool of per-node parameters for
+            graphs not seen in training. (default: :obj:`None`)
+        quant_lr (float, optional): Learning rate of learned quantizer
+            parameters (A²Q steps and bit widths). (default: :obj:`0.05`)
+    """
+    name: str
+    bits: int = 32
+    observer: str = 'per'
+    grad: str = 'ste'
+    a2q_target: Optional[float] = None
+    a2q_groups: Optional[int] = None
+    quant_lr: float = 0.05
+
+    def __post_init__(self):
+        if self.name not in METHODS:
+            raise ValueError(f"'method' must be one of {METHODS} "
+                             f"(got {self.name!r})")
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.name]
+
+    def scheme(self) -> Optional[QuantScheme]:
+        r"""The :class:`QuantScheme` to quantize a trained float model with,
+        or :obj:`None` for :obj:`"fp32"`."""
+        if self.name == 'qat':
+            return QAT(self.bits, observer=self.observer, grad=self.grad)
+        if self.name == 'dq':
+            return DegreeQuant(self.bits, observer=self.observer,
+                               grad=self.grad)
+        if self.name == 'a2q':
+            return A2Q(init_bits=self.bits, target_avg_bits=self.a2q_target,
+                       num_groups=self.a2q_groups)
+        return None
+
+    @staticmethod
+    def penalty(scheme: Optional[QuantScheme]) -> Optional[Penalty]:
+        r"""The loss term a scheme adds to training (A²Q's memory
+        penalty), or :obj:`None`."""
+        if isinstance(scheme, A2Q) and scheme.target_avg_bits is not None:
+            return scheme.memory_penalty
+        return None
+
+    def average_bits(self, model: nn.Module,
+                     scheme: Optional[QuantScheme]) -> float:
+        r"""The average bit width of :obj:`model`'s node features in its
+        last forward pass (A²Q), else the fixed width."""
+        if isinstance(scheme, A2Q):
+            return float(scheme.average_bits(model).detach())
+        return float(self.bits)

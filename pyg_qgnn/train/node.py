@@ -1,0 +1,101 @@
+r"""Full-batch node classification (Planetoid-style masks)."""
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Data
+
+from pyg_qgnn.quantizers import Quantizer
+
+#: ``penalty(model) -> scalar`` added to the loss (e.g. A²Q's memory term).
+Penalty = Callable[[nn.Module], Tensor]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
+                   quant_lr: Optional[float] = None) -> torch.optim.Adam:
+    r"""Adam over :obj:`model`'s parameters. Learned quantizer parameters
+    (steps, bit widths) never get weight decay, which would pull them to
+    zero, and take :obj:`quant_lr` when given: A²Q's bit widths move by about
+    the learning rate per step, so they need a larger one than weights."""
+    quant = {id(p) for m in model.modules() if isinstance(m, Quantizer)
+             for p in m.parameters()}
+    groups = [dict(params=[p for p in model.parameters() if id(p) not in quant],
+                   weight_decay=weight_decay),
+              dict(params=[p for p in model.parameters() if id(p) in quant],
+                   weight_decay=0.0, lr=quant_lr or lr)]
+    return torch.optim.Adam([g for g in groups if g['params']], lr=lr)
+
+
+@dataclass
+class NodeResult:
+    r"""Validation and test accuracy of the selected epoch, and the curve
+    ``(epoch, train loss, validation accuracy)`` of the run."""
+    val_acc: float
+    test_acc: float
+    epoch: int
+    history: List[Tuple[int, float, float]] = field(default_factory=list)
+
+
+def _forward(model: nn.Module, data: Data) -> Tensor:
+    edge_weight = getattr(data, 'edge_weight', None)
+    if edge_weight is not None:
+        return model(data.x, data.edge_index, edge_weight=edge_weight)
+    return model(data.x, data.edge_index)
+
+
+@torch.no_grad()
+def evaluate_nodes(model: nn.Module, data: Data,
+                   masks: Tuple[str, ...] = ('val_mask', 'test_mask')
+                   ) -> Tuple[float, ...]:
+    r"""Accuracy of :obj:`model` in evaluation mode on each mask."""
+    model.eval()
+    pred = _forward(model, data).argmax(dim=-1)
+    return tuple(float((pred[data[m]] == data.y[data[m]]).float().mean())
+                 for m in masks)
+
+
+def train_node_classifier(model: nn.Module, data: Data, epochs: int,
+                          lr: float = 0.01, weight_decay: float = 5e-4,
+                          penalty: Optional[Penalty] = None,
+                          quant_lr: Optional[float] = None) -> NodeResult:
+    r"""Trains :obj:`model` with Adam on :obj:`data.train_mask` for
+    :obj:`epochs` epochs, evaluates after each, and restores the weights of
+    the epoch with the best validation accuracy (the first on ties).
+
+    Args:
+        model (torch.nn.Module): Called as :obj:`model(x, edge_index)`.
+        data (torch_geometric.data.Data): With :obj:`train_mask`,
+            :obj:`val_mask` and :obj:`test_mask`.
+        epochs (int): At least :obj:`1`.
+        lr (float, optional): Learning rate. (default: :obj:`0.01`)
+        weight_decay (float, optional): Adam's L2 term.
+            (default: :obj:`5e-4`)
+        penalty (callable, optional): Added to the loss each step.
+            (default: :obj:`None`)
+        quant_lr (float, optional): Learning rate of learned quantizer
+            parameters, see :func:`make_optimizer`. (default: :obj:`lr`)
+    """
+    if epochs < 1:
+        raise ValueError(f"'epochs' must be a positive integer (got {epochs})")
+    optimizer = make_optimizer(model, lr, weight_decay, quant_lr)
+    best = NodeResult(-1.0, 0.0, 0)
+    best_state = None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        optimizer.zero_grad()
+        out = _forward(model, data)
+        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
+        if penalty is not None:
+            loss = loss + penalty(model)
+        loss.backward()
+        optimizer.step()
+        val, test = evaluate_nodes(model, data)
+        best.history.append((epoch, float(loss.detach()), val))
+        if val > best.val_acc:
+            best.val_acc, best.test_acc, best.epoch = val, test, epoch
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return best
