@@ -41,7 +41,7 @@ KNN_GOALS = {64: 5.0, 256: 8.0}
 
 
 def parse_args():
-    parser = base_parser(__doc__.split('\n\n')[0])
+    parser = base_parser(__doc__)
     parser.add_argument(
         '--clouds', type=cli.positive_int, default=None,
         help='point clouds per batch (default: 4 with --quick, 16 otherwise)')

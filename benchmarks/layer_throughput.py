@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
-from torch_geometric.nn import GCNConv
+from torch_geometric.nn import GATConv, GCNConv, GINConv, SAGEConv
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +74,49 @@ REGISTRY: List[LayerEntry] = [
         make_float=lambda features: GCNConv(features, features),
         make_twin=lambda layer: quantize_model(layer, QAT(bits=8)),
     ),
+    LayerEntry(
+        name='GINConv',
+        make_float=lambda features: GINConv(nn.Sequential(
+            nn.Linear(features, features), nn.ReLU(),
+            nn.Linear(features, features))),
+        # Inside a model, as GIN uses it, so that its network is quantized.
+        make_twin=lambda layer: quantize_model(nn.ModuleList([layer]),
+                                               QAT(bits=8))[0],
+    ),
+    LayerEntry(
+        name='SAGEConv',
+        make_float=lambda features: SAGEConv(features, features),
+        make_twin=lambda layer: quantize_model(layer, QAT(bits=8)),
+    ),
+    LayerEntry(
+        name='GATConv',
+        make_float=lambda features: GATConv(features, features // 4, heads=4),
+        make_twin=lambda layer: quantize_model(layer, QAT(bits=8)),
+    ),
 ]
+
+# GNAQ: QuantLGConv propagating the 2-bit extended encoding [E', S]
+# (features + 4 channels) of a NodeAwareQuantizer on its input.
+from torch_geometric.nn import LGConv  # noqa: E402
+from pyg_qgnn.nn import QuantLGConv  # noqa: E402
+from pyg_qgnn.quantizers import NodeAwareQuantizer  # noqa: E402
+
+
+
+def embedding_forward(layer, x, edge_index):
+    # LGConv has no weights: LightGCN trains its input, the embedding table.
+    if layer.training and not x.requires_grad:
+        x.requires_grad_()
+    return layer(x, edge_index)
+
+
+REGISTRY.append(LayerEntry(
+    name='LGConv',
+    make_float=lambda features: LGConv(),
+    make_twin=lambda layer: QuantLGConv.from_float(
+        layer, input=NodeAwareQuantizer(2)),
+    forward=embedding_forward,
+))
 
 QUICK_SIZES = ['1000:10000', '10000:100000']
 FULL_SIZES = ['10000:100000', '100000:1000000']
@@ -94,7 +136,7 @@ def graph_size(text: str) -> Tuple[int, int]:
 
 
 def parse_args():
-    parser = base_parser(__doc__.split('\n\n')[0])
+    parser = base_parser(__doc__)
     names = [entry.name for entry in REGISTRY]
     parser.add_argument(
         '--layers', nargs='+', metavar='NAME', choices=names, default=names,

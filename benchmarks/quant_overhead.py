@@ -52,7 +52,7 @@ SCHEMES = {
 
 
 def parse_args():
-    parser = base_parser(__doc__.split('\n\n')[0])
+    parser = base_parser(__doc__)
     parser.add_argument(
         '--nodes', type=cli.positive_int, default=None,
         help='nodes of the random graph (default: 10000 with --quick, '

@@ -14,6 +14,8 @@ def build_parser() -> cli.ArgumentParser:
     demo_parser = commands.add_parser(
         'demo', help='float GCN vs. QAT INT8/INT4 on a Planetoid graph',
         description=cli.plain_text(demo.__doc__),
+        epilog='\n\n'.join(cli.plain_text(section.__doc__)
+                           for section in demo.SECTIONS.values()),
         formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     cli.add_debug_flag(demo_parser)
     demo.add_arguments(demo_parser)

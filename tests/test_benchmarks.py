@@ -129,3 +129,31 @@ def test_help_explains_columns():
     for column in ('baseline', 'value', 'ratio', 'goal'):
         assert column in result.stdout
     assert ':class:' not in result.stdout and ':obj:' not in result.stdout
+
+
+def test_binary_knn(tmp_path):
+    records = run_benchmark('binary.py', tmp_path / 'out.json', '--clouds',
+                            '2', '--points', '64', '--dims', '64', '20',
+                            '--k', '5')
+    assert [r['case'] for r in records] == ['b2_n64_d64_k5', 'b2_n64_d20_k5']
+    for record in records:
+        assert record['benchmark'] == 'binary'
+        assert record['metric'] == 'knn'
+        assert record['unit'] == 's'
+        # Times: above 1 means the Hamming kNN is faster.
+        assert math.isclose(record['ratio'],
+                            record['baseline'] / record['value'],
+                            rel_tol=1e-9)
+
+
+def test_binary_help_and_bad_argument():
+    script = str(BENCHMARKS / 'binary.py')
+    result = subprocess.run([sys.executable, script, '--help'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for flag in ('--quick', '--json', '--threads', '--clouds', '--dims'):
+        assert flag in result.stdout
+    result = subprocess.run([sys.executable, script, '--k', '0'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: argument --k')

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pyg_qgnn.__main__ import main
-from pyg_qgnn.demo import run_quant
+from pyg_qgnn.demo.quant import run_quant
 from pyg_qgnn.train import MethodRow, format_rows
 from tests.conftest import SHARED_DATA, has_shared
 
@@ -128,7 +128,7 @@ def test_root_without_data_is_a_one_line_error(tmp_path):
 
 
 def test_missing_output_folder_is_created_before_work(tmp_path, monkeypatch):
-    monkeypatch.setattr('pyg_qgnn.demo.run_quant',
+    monkeypatch.setattr('pyg_qgnn.demo.quant.run_quant',
                         lambda *a, **k: (_ for _ in ()).throw(
                             AssertionError('folder must exist before work')
                             if not (tmp_path / 'new').is_dir() else

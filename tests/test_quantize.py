@@ -2,16 +2,26 @@ import copy
 
 import pytest
 import torch
-from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, MessagePassing
+from torch_geometric.nn import (
+    GATConv,
+    GATv2Conv,
+    GCNConv,
+    GINConv,
+    MessagePassing,
+    SAGEConv,
+)
 from torch_geometric.nn import Linear as PyGLinear
-from torch_geometric.nn.models import GAT, GCN
+from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
 
 import pyg_qgnn
 from pyg_qgnn import (
     QAT,
     IntegerQuantizer,
+    QuantGATConv,
     QuantGCNConv,
+    QuantGINConv,
     QuantLinear,
+    QuantSAGEConv,
     QuantScheme,
     calibrate,
     quantize_model,
@@ -371,3 +381,83 @@ def test_nothing_quantized_warns_once_listing_supported_layers():
 def test_nothing_quantized_raises_when_strict():
     with pytest.raises(TypeError, match="'model'.*no layer.*GCNConv"):
         quantize_model(torch.nn.Sequential(torch.nn.ReLU()), QAT(bits=8))
+
+
+# GIN, GraphSAGE and GAT models ###############################################
+
+MODELS = [
+    (GIN, GINConv, QuantGINConv, dict()),
+    (GraphSAGE, SAGEConv, QuantSAGEConv, dict()),
+    (GAT, GATConv, QuantGATConv, dict(heads=2)),
+    (GAT, GATConv, QuantGATConv, dict(heads=2, residual=True, jk='cat')),
+]
+
+
+@pytest.mark.parametrize('model_cls,conv_cls,twin_cls,kwargs', MODELS)
+def test_pyg_model_swapped_whole(model_cls, conv_cls, twin_cls, kwargs):
+    torch.manual_seed(0)
+    x, edge_index = graph()
+    model = model_cls(8, 16, num_layers=3, out_channels=4, **kwargs).eval()
+    expected = model(x, edge_index)
+    qmodel = quantize_model(model, QAT(bits=4))
+    assert len(qmodel.convs) == 3
+    assert all(type(conv) is twin_cls for conv in qmodel.convs)
+    left = [name for name, m in qmodel.named_modules()
+            if type(m) in (conv_cls, torch.nn.Linear, PyGLinear)]
+    assert left == []
+    for key, value in model.state_dict().items():
+        assert torch.equal(qmodel.state_dict()[key], value)
+    out = qmodel(x, edge_index)
+    assert out.shape == (20, 4)
+    assert not torch.allclose(out, expected, atol=1e-3)
+    qmodel.apply(pyg_qgnn.disable_fake_quant)
+    assert torch.equal(qmodel(x, edge_index), expected)
+
+
+def test_gin_network_quantized_under_the_same_scheme():
+    model = GIN(8, 16, num_layers=2, out_channels=4)
+    assert type(model.convs[0].nn.lins[0]) is PyGLinear
+    qmodel = quantize_model(model, QAT(bits=4, observer='abs'))
+    for conv in qmodel.convs:
+        assert conv.input_quantizer.bits == 4
+        assert conv.message_quantizer is None
+        for lin in conv.nn.lins:
+            assert type(lin) is QuantLinear
+            assert lin.input_quantizer.bits == lin.weight_quantizer.bits == 4
+            assert lin.weight_quantizer.dynamic
+            assert lin.input_quantizer.observer is not \
+                conv.input_quantizer.observer
+    # The network's layers are quantized once, not again on a second pass.
+    again = quantize_model(qmodel, QAT(bits=8))
+    assert again.convs[0].nn.lins[0].weight_quantizer.bits == 4
+
+
+@pytest.mark.parametrize('model_cls,conv_cls,twin_cls,kwargs', MODELS[:3])
+def test_pyg_model_trains_and_stays_close_at_int8(model_cls, conv_cls,
+                                                  twin_cls, kwargs):
+    torch.manual_seed(0)
+    x, edge_index = graph()
+    y = torch.randint(4, (20, ))
+    model = model_cls(8, 16, num_layers=2, out_channels=4, **kwargs)
+    qmodel = quantize_model(model, QAT(bits=8, observer='abs'))
+    optimizer = torch.optim.Adam(qmodel.parameters(), lr=0.01)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(qmodel(x, edge_index), y)
+        loss.backward()
+        assert all(p.grad is not None for p in qmodel.parameters()
+                   if p.requires_grad)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    qmodel.eval()
+    with torch.no_grad():
+        out = qmodel(x, edge_index)
+        qmodel.apply(pyg_qgnn.disable_fake_quant)
+        ref = qmodel(x, edge_index)
+    assert 0 < float((out - ref).norm() / ref.norm()) < 0.05
+
+
+def test_supported_layers_lists_gin_sage_gat():
+    assert {'GINConv', 'SAGEConv', 'GATConv'} <= set(supported_layers())

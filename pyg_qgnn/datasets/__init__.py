@@ -1,6 +1,7 @@
 r"""Data loading with offline defaults."""
 from pyg_qgnn.datasets.molecules import load_molecules
 from pyg_qgnn.datasets.planetoid import LoadedGraph, load_planetoid
+from pyg_qgnn.datasets.recsys import RecSysData, load_recsys
 from pyg_qgnn.datasets.synthetic import contextual_sbm
 from pyg_qgnn.datasets.tu import (
     LoadedDataset,
@@ -16,4 +17,6 @@ __all__ = [
     'LoadedDataset',
     'synthetic_graph_classes',
     'load_molecules',
+    'load_recsys',
+    'RecSysData',
 ]

@@ -23,6 +23,7 @@ from pyg_qgnn.deploy.binary import (
     DeployedDynamicXorEdgeConv,
     DeployedXorEdgeConv,
 )
+from pyg_qgnn.deploy.gnaq import DeployedGNAQ
 
 __all__ = [
     'save',
@@ -47,4 +48,5 @@ __all__ = [
     'DeployedDynamicBinEdgeConv',
     'DeployedXorEdgeConv',
     'DeployedDynamicXorEdgeConv',
+    'DeployedGNAQ',
 ]

@@ -10,6 +10,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -86,7 +87,9 @@ def compile_native(name: str, source: str) -> Optional[ctypes.CDLL]:
     from pyg_qgnn.datasets.locate import cache_root
 
     for flags in (['-O3', '-march=native'], ['-O3']):
-        digest = hashlib.sha256('\0'.join([source, compiler] + flags).encode())
+        # -march=native code may not run on another CPU sharing the cache.
+        key = [source, compiler, _cpu_identity()] + flags
+        digest = hashlib.sha256('\0'.join(key).encode())
         folder = cache_root() / 'native'
         library = folder / f'{name}-{digest.hexdigest()[:16]}.so'
         try:
@@ -96,6 +99,18 @@ def compile_native(name: str, source: str) -> Optional[ctypes.CDLL]:
         except (OSError, subprocess.SubprocessError):
             continue
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_identity() -> str:
+    r"""The machine type and the CPU's feature flags, where readable."""
+    flags = ''
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = next((line for line in f if line.startswith('flags')), '')
+    except OSError:
+        pass
+    return f'{platform.machine()}|{platform.processor()}|{flags.strip()}'
 
 
 def _build(compiler: str, flags: list, source: str, folder: Path,

@@ -9,7 +9,9 @@ last layer) stays in floating point and is named by :obj:`__repr__`.
 
 A deployed layer computes what its trained twin computes in evaluation
 mode, bit for bit: binary products are exact integers on both sides, and
-every floating-point step runs the same operation on the same values.
+every floating-point step runs the same operation on the same values (or,
+for a maximum over edges, a monotone map applied after the maximum rather
+than before it, which rounding cannot reorder).
 """
 from typing import Optional, Tuple, Union
 
@@ -18,8 +20,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.conv import EdgeConv
 from torch_geometric.typing import Adj, OptTensor, PairTensor
+from torch_geometric.utils import scatter
 
-from pyg_qgnn.deploy.binary_ops import matmul_codes, pack_codes, sign_codes
+from pyg_qgnn.deploy.backend import backend
+from pyg_qgnn.deploy.binary_ops import (
+    check_finite_features,
+    matmul_codes,
+    pack_codes,
+    sign_codes,
+    xor_edge_features,
+)
 from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
 from pyg_qgnn.deploy.knn import hamming_knn
 from pyg_qgnn.nn.conv.bin_edge_conv import BinEdgeConv
@@ -75,10 +85,11 @@ class Binarize(nn.Module):
         return cls(quantizer.balance, quantizer.balance_dim)
 
     def codes(self, x: Tensor) -> Tensor:
-        r""":obj:`int8` codes :math:`\pm 1` of :obj:`x`."""
+        r""":obj:`int8` codes :math:`\pm 1` of :obj:`x` (finite: the
+        deployed layers check their inputs once)."""
         if self.balance is not None and x.numel():
             x = balance(x, self.balance, self.balance_dim)
-        return sign_codes(x)
+        return sign_codes(x, check=False)
 
     def signs(self, x: Tensor) -> Tensor:
         r"""The codes as :math:`\pm 1` values of :obj:`x`'s dtype."""
@@ -194,24 +205,42 @@ class DeployedBinLinear(DeployedLayer):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
+        return self.finish(self.product(check_finite_features(x)))
+
+    def product(self, x: Tensor) -> Tensor:
+        r"""The product of the (normalized, binarized) input and the weight
+        before rescaling: exact :obj:`int32` when both are binary. :obj:`x`
+        must be finite."""
         x = self.normalize(x)
         if self.input_sign is None:
             weight = self.weight if self.weight is not None else \
                 self.weight_codes().to(x.dtype)
-            return self.finish(F.linear(x, weight))
+            return F.linear(x, weight)
         codes = self.input_sign.codes(x)
         if self.weight is not None:
-            return self.finish(F.linear(codes.to(x.dtype), self.weight))
+            return F.linear(codes.to(x.dtype), self.weight)
         dot = matmul_codes(codes.reshape(-1, self.in_channels),
                            self.weight_packed, self.in_channels)
-        return self.finish(dot.to(x.dtype).reshape(*x.shape[:-1], -1))
+        return dot.reshape(*x.shape[:-1], -1)
 
-    def finish(self, dot: Tensor) -> Tensor:
-        r"""Rescaling, bias and activation of the (binary) product."""
-        out = self.rescale(dot)
+    def finish(self, product: Tensor) -> Tensor:
+        r"""Rescaling, bias and activation of :meth:`product`."""
+        out = self.rescale(product.to(self.rescale.alpha.dtype))
         if self.bias is not None:
             out = out + self.bias
         return out if self.activation is None else self.activation(out)
+
+    def monotone_directions(self) -> Optional[Tensor]:
+        r"""Per output channel, :obj:`1` if :meth:`finish` never decreases
+        as the product grows and :obj:`-1` if it never increases; :obj:`None`
+        if it is not monotone (a negative PReLU slope, or a rescaling that
+        varies over modes). Rounding keeps such maps monotone, so a maximum
+        can then be taken over products before :meth:`finish`, exactly."""
+        slopes = getattr(self.activation, 'weight', None)
+        if self.rescale.modes or (slopes is not None
+                                  and bool((slopes < 0).any())):
+            return None
+        return torch.where(self.rescale.alpha < 0, -1, 1)
 
     def __repr__(self) -> str:
         weight = '1-bit packed' if self.binary_weight else 'float'
@@ -226,7 +255,10 @@ class DeployedBinLinear(DeployedLayer):
 class DeployedBinEdgeConv(DeployedLayer, EdgeConv):
     r"""The deployed :class:`~pyg_qgnn.nn.BinEdgeConv` (Eq. 12–13):
     :class:`~torch_geometric.nn.EdgeConv` whose edge block is a
-    :class:`DeployedBinLinear`.
+    :class:`DeployedBinLinear`. With max aggregation and a monotone block
+    (:meth:`DeployedBinLinear.monotone_directions`) the maximum is taken
+    over the integer products of the edges and the rescaling and PReLU run
+    once per node, which gives the same values.
 
     Args:
         nn (DeployedBinLinear): The edge block, mapping
@@ -243,8 +275,25 @@ class DeployedBinEdgeConv(DeployedLayer, EdgeConv):
         return cls(DeployedBinLinear.from_trained(twin.nn), twin.aggr)
 
     @torch.no_grad()
-    def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj) -> Tensor:
-        return super().forward(x, edge_index)
+    def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj,
+                group: Optional[int] = None) -> Tensor:
+        r"""As :class:`EdgeConv`; :obj:`group` (the number of edges per
+        node, when edges come grouped by target) allows a dense maximum."""
+        if isinstance(x, Tensor):
+            x = (x, x)
+        for features in x:
+            check_finite_features(features)
+        directions = None
+        if self.aggr == 'max' and isinstance(edge_index, Tensor):
+            directions = self.nn.monotone_directions()
+        if directions is None:  # the block on every edge, then aggregation
+            return super().forward(x, edge_index)
+        source, target = edge_index
+        x_i, x_j = x[1].index_select(0, target), x[0].index_select(0, source)
+        products = self.nn.product(torch.cat([x_i, x_j - x_i], dim=-1))
+        out = self.nn.finish(max_by_target(products, target, x[1].size(0),
+                                           directions, group))
+        return zero_isolated(out, target, group)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
@@ -274,7 +323,13 @@ class DeployedDynamicBinEdgeConv(DeployedBinEdgeConv):
 
     @torch.no_grad()
     def forward(self, x: Tensor, batch: OptTensor = None) -> Tensor:
-        return super().forward(x, self.knn_graph(x, batch))
+        edge_index = self.knn_graph(x, batch)
+        return super().forward(x, edge_index,
+                               uniform_group(edge_index, x.size(0), self.k))
+
+    @property
+    def k(self) -> int:
+        return self.knn_graph.k
 
 
 class DeployedXorEdgeConv(DeployedLayer, EdgeConv):
@@ -288,8 +343,11 @@ class DeployedXorEdgeConv(DeployedLayer, EdgeConv):
         \mathbf{x}_i + \mathbf{\Theta}_b^{\pm} (\mathbf{x}_i \oplus
         \mathbf{x}_j)
 
-    where the node part is computed once per node and the XOR of packed
-    codes is gathered per edge. Real inputs (the first layer) or real
+    where the node part is computed once per node and the XOR part per
+    edge (as the XOR of packed codes for popcounts, or the negated
+    :obj:`int8` product for the integer GEMM). With max aggregation and a
+    monotone block the maximum is taken over the integer products, as in
+    :class:`DeployedBinEdgeConv`. Real inputs (the first layer) or real
     weights take the twin's floating-point path.
 
     Args:
@@ -335,8 +393,10 @@ class DeployedXorEdgeConv(DeployedLayer, EdgeConv):
                         twin.output_quantizer, 'output_quantizer'))
 
     def codes(self, x: PairTensor) -> Optional[Tuple[Tensor, Tensor]]:
-        r""":obj:`int8` codes of the node features, :obj:`None` if they
-        stay real."""
+        r""":obj:`int8` codes of the (finite) node features, :obj:`None` if
+        they stay real."""
+        for features in x:
+            check_finite_features(features)
         if self.input_sign is None:
             return None
         return self.input_sign.codes(x[0]), self.input_sign.codes(x[1])
@@ -348,9 +408,11 @@ class DeployedXorEdgeConv(DeployedLayer, EdgeConv):
         return self.convolve(x, edge_index, self.codes(x))
 
     def convolve(self, x: PairTensor, edge_index: Adj,
-                 codes: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
+                 codes: Optional[Tuple[Tensor, Tensor]],
+                 group: Optional[int] = None) -> Tensor:
         r"""The layer on node features :obj:`x` whose codes are
-        :obj:`codes`."""
+        :obj:`codes`; :obj:`group` as in :meth:`DeployedBinEdgeConv.forward`.
+        """
         if codes is None:
             out = self.propagate(edge_index, x=x, node_dot=None, block=None)
         elif not self.nn.binary_weight:
@@ -358,14 +420,50 @@ class DeployedXorEdgeConv(DeployedLayer, EdgeConv):
             out = self.propagate(edge_index, x=signs, node_dot=None,
                                  block=None)
         else:
-            channels = self.in_channels
-            weight = self.nn.weight_codes()
-            node_dot = matmul_codes(codes[1], weight[:, :channels].contiguous(),
-                                    channels)
-            packed = (pack_codes(codes[0]), pack_codes(codes[1]))
-            out = self.propagate(edge_index, x=packed, node_dot=node_dot,
-                                 block=pack_codes(weight[:, channels:]))
+            out = self.binary_convolve(codes, edge_index, group)
         return out if self.output_sign is None else self.output_sign.signs(out)
+
+    def binary_convolve(self, codes: Tuple[Tensor, Tensor], edge_index: Adj,
+                        group: Optional[int]) -> Tensor:
+        r"""Binary features and weights: the node part of the product once
+        per node, the XOR part per edge, and where the block is monotone the
+        maximum taken over integer products (exact, see
+        :meth:`DeployedBinLinear.monotone_directions`)."""
+        channels = self.in_channels
+        weight = self.nn.weight_codes()
+        node_weight = weight[:, :channels].contiguous()
+        edge_weight = weight[:, channels:].contiguous()
+        node_dot = matmul_codes(codes[1], node_weight, channels)
+        directions = self.monotone_directions(edge_index)
+        if directions is None:
+            packed = (pack_codes(codes[0]), pack_codes(codes[1]))
+            return self.propagate(edge_index, x=packed, node_dot=node_dot,
+                                  block=edge_weight)
+        source, target = edge_index
+        products = matmul_codes(xor_codes(codes, edge_index), edge_weight,
+                                channels)
+        # max_j (node_i + e_ij) = node_i + max_j e_ij, exactly in integers.
+        dot = node_dot + max_by_target(products, target, codes[1].size(0),
+                                       directions, group)
+        out = self.nn.finish(dot)
+        if self.norm_placement == 'before':
+            out = self.norm(out)
+        return self.update(zero_isolated(out, target, group))
+
+    def monotone_directions(self, edge_index: Adj) -> Optional[Tensor]:
+        r"""The directions of :meth:`DeployedBinLinear.monotone_directions`
+        through the batch normalization of BF2, or :obj:`None` where the
+        messages must be aggregated one by one."""
+        if self.aggr != 'max' or not isinstance(edge_index, Tensor):
+            return None
+        directions = self.nn.monotone_directions()
+        if directions is None or self.norm_placement == 'after':
+            return directions
+        if not self.norm.track_running_stats:
+            return None
+        if self.norm.weight is None:
+            return directions
+        return directions * torch.where(self.norm.weight < 0, -1, 1)
 
     def message(self, x_i: Tensor, x_j: Tensor, node_dot_i: OptTensor,
                 block: OptTensor) -> Tensor:
@@ -375,7 +473,7 @@ class DeployedXorEdgeConv(DeployedLayer, EdgeConv):
         else:  # x holds packed codes: their XOR is -x_j * x_i
             dot = node_dot_i + matmul_codes(x_j ^ x_i, block,
                                             self.in_channels)
-            out = self.nn.finish(dot.to(self.nn.rescale.alpha.dtype))
+            out = self.nn.finish(dot)
         return self.norm(out) if self.norm_placement == 'before' else out
 
     def update(self, inputs: Tensor) -> Tensor:
@@ -423,7 +521,58 @@ class DeployedDynamicXorEdgeConv(DeployedXorEdgeConv):
         else:
             edge_index = hamming_knn(pack_codes(codes[0]), self.k, batch,
                                      num_bits=x.size(-1), loop=True)
-        return self.convolve((x, x), edge_index, codes)
+        return self.convolve((x, x), edge_index, codes,
+                             uniform_group(edge_index, x.size(0), self.k))
+
+
+def xor_codes(codes: Tuple[Tensor, Tensor], edge_index: Tensor) -> Tensor:
+    r"""The edge features :math:`-\mathbf{x}_j \odot \mathbf{x}_i` of
+    :obj:`int8` node codes (source, target) in the form the binary matmul
+    of this machine takes: the XOR of packed codes for popcounts, the
+    negated :obj:`int8` product for the integer GEMM."""
+    source, target = edge_index
+    if backend().binary_matmul == 'popcount':
+        return xor_edge_features((pack_codes(codes[0]), pack_codes(codes[1])),
+                                 edge_index)
+    edge = codes[0].index_select(0, source) * codes[1].index_select(0, target)
+    return edge.neg_()
+
+
+def max_by_target(products: Tensor, target: Tensor, num_nodes: int,
+                  directions: Tensor, group: Optional[int] = None) -> Tensor:
+    r"""Per node and channel, the largest product of its incoming edges
+    where :obj:`directions` is :obj:`1` and the smallest where it is
+    :obj:`-1` (0 for a node without edges, as PyG's max aggregation).
+    :obj:`group`: every node has that many edges, grouped by target, so the
+    maximum is a dense reduction."""
+    flip = bool((directions < 0).any())
+    directions = directions.to(products.dtype)
+    signed = products * directions if flip else products
+    if group is not None:
+        best = signed.view(num_nodes, group, -1).amax(dim=1)
+    else:
+        best = scatter(signed, target, dim=0, dim_size=num_nodes,
+                       reduce='max')
+    return best * directions if flip else best
+
+
+def zero_isolated(out: Tensor, target: Tensor,
+                  group: Optional[int] = None) -> Tensor:
+    r"""Zeroes the rows of nodes without incoming edges, which PyG's
+    aggregation leaves at 0 before any later step."""
+    if group is None:
+        isolated = torch.bincount(target, minlength=out.size(0)) == 0
+        if bool(isolated.any()):
+            out = out.masked_fill(isolated.unsqueeze(-1), 0.0)
+    return out
+
+
+def uniform_group(edge_index: Tensor, num_nodes: int,
+                  k: int) -> Optional[int]:
+    r""":obj:`k` if the kNN graph :obj:`edge_index` (grouped by target in
+    increasing order, at most :obj:`k` edges each) gives every node exactly
+    :obj:`k` edges, else :obj:`None`."""
+    return k if edge_index.size(1) == num_nodes * k else None
 
 
 register_deployed_layer(BinLinear, DeployedBinLinear)

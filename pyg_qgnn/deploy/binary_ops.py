@@ -12,7 +12,7 @@ the last byte are zero. With it (`Bahri et al., 2021
 * a dot product of :math:`\pm 1` vectors of length :math:`d` is
   :math:`d - 2\,\mathrm{popcount}(x \oplus y)` (:func:`binary_matmul`).
 """
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +37,8 @@ def check_packed(packed: Tensor, num_bits: Optional[int] = None,
     r"""Validates packed codes of :obj:`num_bits` values per row and
     returns :obj:`num_bits` (by default all bits of the bytes)."""
     if not isinstance(packed, Tensor) or packed.dtype != torch.uint8:
-        raise TypeError(f"'{name}' must be a uint8 tensor of packed bits "
-                        f"(got {getattr(packed, 'dtype', type(packed).__name__)})")
+        raise TypeError(f"'{name}' must be a uint8 tensor of packed bits (got "
+                        f"{getattr(packed, 'dtype', type(packed).__name__)})")
     if packed.dim() != 2 or packed.size(1) < 1:
         raise ValueError(f"'{name}' must have shape (rows, bytes) with at "
                          f"least one byte (got {tuple(packed.shape)})")
@@ -64,16 +64,24 @@ def pack_sign_bits(x: Tensor) -> Tensor:
     return pack_codes(sign_codes(x))
 
 
-def sign_codes(x: Tensor, name: str = 'x') -> Tensor:
+def sign_codes(x: Tensor, name: str = 'x', check: bool = True) -> Tensor:
     r""":obj:`int8` codes :math:`\mathrm{sign}(x) \in \{-1, +1\}`
-    (:math:`+1` for :math:`x \ge 0`) of finite floating-point :obj:`x`."""
+    (:math:`+1` for :math:`x \ge 0`) of finite floating-point :obj:`x`;
+    :obj:`check=False` skips the finiteness check for inputs checked
+    upstream."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"'{name}' must be a floating-point tensor (got "
                         f"{getattr(x, 'dtype', type(x).__name__)})")
+    if check:
+        check_finite_features(x, name)
+    return (x >= 0).to(torch.int8) * 2 - 1
+
+
+def check_finite_features(x: Tensor, name: str = 'x') -> Tensor:
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"'{name}' contains NaN or Inf values; expected "
                          f"finite features")
-    return (x >= 0).to(torch.int8) * 2 - 1
+    return x
 
 
 def pack_codes(codes: Tensor) -> Tensor:
@@ -82,19 +90,26 @@ def pack_codes(codes: Tensor) -> Tensor:
     return pack_bits((codes > 0).to(torch.uint8), 1)
 
 
-def xor_edge_features(x_packed: Tensor, edge_index: Tensor) -> Tensor:
+def xor_edge_features(x_packed: Union[Tensor, Tuple[Tensor, Tensor]],
+                      edge_index: Tensor) -> Tensor:
     r"""The packed edge features :math:`\mathbf{x}_j \oplus \mathbf{x}_i =
     -\mathbf{x}_i \odot \mathbf{x}_j` (Eq. 17), one row per edge of
     :obj:`edge_index` :math:`(2, E)` (:obj:`[j, i]`, PyG's source-to-target
-    order); padding bits stay zero."""
-    if not isinstance(x_packed, Tensor) or x_packed.dtype != torch.uint8:
-        raise TypeError(f"'x_packed' must be a uint8 tensor of packed bits "
-                        f"(got {getattr(x_packed, 'dtype', type(x_packed))})")
-    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+    order); padding bits stay zero. :obj:`x_packed` may be a pair
+    (source, target) for bipartite graphs."""
+    source_packed, target_packed = (x_packed if isinstance(x_packed, tuple)
+                                    else (x_packed, x_packed))
+    for packed in (source_packed, target_packed):
+        if not isinstance(packed, Tensor) or packed.dtype != torch.uint8:
+            raise TypeError(f"'x_packed' must be a uint8 tensor of packed "
+                            f"bits (got {getattr(packed, 'dtype', packed)})")
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 \
+            or edge_index.size(0) != 2:
         raise ValueError(f"'edge_index' must have shape (2, num_edges) "
-                         f"(got {tuple(edge_index.shape)})")
+                         f"(got {tuple(getattr(edge_index, 'shape', ()))})")
     source, target = edge_index
-    return x_packed[source] ^ x_packed[target]
+    return source_packed.index_select(0, source) ^ \
+        target_packed.index_select(0, target)
 
 
 def popcount(packed: Tensor) -> Tensor:

@@ -23,6 +23,16 @@ Conventions, as :func:`~torch_geometric.nn.knn_graph`:
   zero), as :obj:`torch_cluster.knn(x, x, k)` inside
   :class:`~torch_geometric.nn.conv.DynamicEdgeConv` does: every point gets
   :math:`\min(k, n_c)` neighbours, usually itself first.
+
+Paths of :func:`hamming_knn`, all exact and tested against each other
+(16 clouds of 1024 points, :math:`k = 20`, one thread of a shared AVX-512
+core; float :obj:`cdist` + :obj:`topk` 220–330 ms): faiss'
+:class:`~faiss.IndexBinaryFlat` heap search ~3x faster than the float
+graph, its counting search 5–6x (distances lie in :math:`[0, d]`, so a
+count beats a heap, but its per-pair bookkeeping dominates), and the C
+kernel here 13–16x: vectorized popcounts into 16-bit distances, the
+:math:`k`-th distance by bisection over vectorized counts, then one pass
+that collects the nearer points and the lowest-index ties.
 """
 import ctypes
 import functools
@@ -63,8 +73,9 @@ def hamming_knn(codes_packed: Tensor, k: int, batch: Optional[Tensor] = None,
 
     Args:
         codes_packed (torch.Tensor): :obj:`uint8` codes :math:`(N, \lceil d
-            / 8 \rceil)` from :func:`~pyg_qgnn.quantizers.binary.pack_signs` (bit 1 for
-            :math:`+1`, first value in the lowest bit, padding bits zero).
+            / 8 \rceil)` from :func:`~pyg_qgnn.quantizers.binary.pack_signs`
+            (bit 1 for :math:`+1`, first value in the lowest bit, padding
+            bits zero).
         k (int): Number of neighbours, at least 1.
         batch (torch.Tensor, optional): Sorted cloud index :math:`(N)` of
             every point. (default: :obj:`None`, one cloud)
@@ -285,7 +296,7 @@ int hamming_knn(const uint64_t *words, int64_t n, int64_t num_words,
         }
         if (!loop) dist[i] = far;
         /* Distances lie in [0, 64 W]: the k-th smallest, lo, by bisection
-           over counts (16-bit counters over chunks, so the loop vectorizes). */
+           over counts (16-bit counters over chunks: the loop vectorizes). */
         uint16_t lo = 0, hi = far;
         while (lo < hi) {
             const uint16_t mid = (uint16_t)((lo + hi) / 2);
@@ -317,7 +328,8 @@ int hamming_knn(const uint64_t *words, int64_t n, int64_t num_words,
         for (int64_t a = 1; a < k; ++a) {
             const uint64_t key = picked[a];
             int64_t b = a;
-            for (; b > 0 && picked[b - 1] > key; --b) picked[b] = picked[b - 1];
+            for (; b > 0 && picked[b - 1] > key; --b)
+                picked[b] = picked[b - 1];
             picked[b] = key;
         }
         for (int64_t a = 0; a < k; ++a) {

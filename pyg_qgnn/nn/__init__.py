@@ -7,6 +7,7 @@ from pyg_qgnn.nn.conv import (
     QuantGATConv,
     QuantGCNConv,
     QuantGINConv,
+    QuantLGConv,
     QuantSAGEConv,
     XorEdgeConv,
 )
@@ -14,6 +15,6 @@ from pyg_qgnn.nn import models
 from pyg_qgnn.nn.models import DGCNN, BinaryDGCNN
 
 __all__ = ['QUANT_POINTS', 'QuantLayer', 'QuantLinear', 'QuantGCNConv',
-           'QuantGINConv', 'QuantSAGEConv', 'QuantGATConv',
+           'QuantGINConv', 'QuantSAGEConv', 'QuantGATConv', 'QuantLGConv',
            'BinLinear', 'BinEdgeConv', 'XorEdgeConv', 'DynamicBinEdgeConv',
            'DynamicXorEdgeConv', 'DGCNN', 'BinaryDGCNN', 'models']

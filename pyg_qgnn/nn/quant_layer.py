@@ -11,8 +11,10 @@ from torch_geometric.utils import to_edge_index
 from pyg_qgnn.quantizers import Quantizer
 
 #: Where precision can be lost inside a layer, in the order data meets them.
-#: Attention layers add :obj:`"attention"` (the normalized coefficients).
 QUANT_POINTS = ('input', 'weight', 'message', 'aggregate', 'output')
+#: Every point :meth:`QuantLayer.quant` knows: attention layers add the
+#: normalized attention coefficients.
+ALL_QUANT_POINTS = QUANT_POINTS + ('attention', )
 
 
 def parent_method(cls: type, name: str) -> Callable:
@@ -61,11 +63,12 @@ class QuantLayer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # TorchScript compiles every property not listed here.
-        cls.__jit_unused_properties__ = [
-            f'{point}_quantizer' for point in cls.quant_points
-            if cls._held_by_sublayer(point)
-        ]
+        # TorchScript compiles every property not listed here, and a
+        # quantizer held by a sub-layer is for Python only.
+        unused = list(cls.__dict__.get('__jit_unused_properties__', []))
+        unused += [f'{point}_quantizer' for point in cls.quant_points
+                   if cls._held_by_sublayer(point)]
+        cls.__jit_unused_properties__ = sorted(set(unused))
 
     def _init_quantizers(self, quantizers: Dict[str, Optional[Quantizer]]):
         unknown = set(quantizers) - set(self.quant_points)
@@ -107,9 +110,9 @@ class QuantLayer:
 
     def quant(self, point: str, x: Tensor) -> Tensor:
         r"""Applies the quantizer at :obj:`point`, if any, to :obj:`x`."""
-        # One literal name per point, as TorchScript compiles no computed
-        # getattr(); hasattr() is False there for the slots that
-        # __prepare_scriptable__ leaves out.
+        # One literal name per point of ALL_QUANT_POINTS, as TorchScript
+        # compiles no computed getattr(); hasattr() is False there for the
+        # slots that __prepare_scriptable__ leaves out.
         if point == 'input':
             if hasattr(self, 'input_quantizer'):
                 quantizer = self.input_quantizer
@@ -173,7 +176,8 @@ class QuantLayer:
         adjacency matrix: what per-edge messages need where :math:`Q_{msg}`
         replaces a fused sparse product."""
         edge_index, value = to_edge_index(adj_t)
-        if isinstance(adj_t, SparseTensor):  # (TorchScript needs each type)
+        # Alike, but TorchScript resolves size() on each type of the Union.
+        if isinstance(adj_t, SparseTensor):
             return edge_index, value, adj_t.size(0)
         return edge_index, value, adj_t.size(0)
 
@@ -199,9 +203,14 @@ class QuantLayer:
             if quantizer is None or not quantizer.fake_quant_enabled:
                 left_out.append(name)
                 continue
+            if point not in ALL_QUANT_POINTS:
+                raise RuntimeError(
+                    f"torch.jit.script cannot compile the '{name}' of "
+                    f"'{type(self).__name__}': QuantLayer.quant() names only "
+                    f"the points {ALL_QUANT_POINTS} in TorchScript")
             try:
                 torch.jit.script(quantizer)
-            except Exception as error:
+            except Exception as error:  # TorchScript raises many types
                 raise RuntimeError(
                     f"torch.jit.script cannot compile the '{name}' of "
                     f"'{type(self).__name__}' ({type(quantizer).__name__} "

@@ -30,6 +30,7 @@ from pyg_qgnn.quantizers.functional import (
     quant_range,
     ste_sign,
 )
+from pyg_qgnn.quantizers.node_aware import NodeAwareQuantizer
 from pyg_qgnn.quantizers.observers import (
     MinMaxObserver,
     MomentumObserver,
@@ -45,6 +46,7 @@ __all__ = [
     'IntegerQuantizer',
     'DegreeQuantizer',
     'A2QQuantizer',
+    'NodeAwareQuantizer',
     'SignQuantizer',
     'LearnedRescale',
     'rescale',

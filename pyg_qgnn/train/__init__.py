@@ -18,6 +18,15 @@ from pyg_qgnn.train.graph import (
 from pyg_qgnn.train.methods import METHODS, Method
 from pyg_qgnn.train.node import NodeResult, evaluate_nodes, \
     train_node_classifier
+from pyg_qgnn.train.recsys import (
+    RecResult,
+    TripleSampler,
+    bpr_loss,
+    evaluate_recommender,
+    lambda_loss,
+    lightgcn,
+    train_recommender,
+)
 from pyg_qgnn.train.results import (
     Summary,
     markdown_table,
@@ -45,4 +54,11 @@ __all__ = [
     'format_rows',
     'plot_rows',
     'file_size',
+    'lightgcn',
+    'train_recommender',
+    'evaluate_recommender',
+    'RecResult',
+    'TripleSampler',
+    'bpr_loss',
+    'lambda_loss',
 ]

@@ -30,8 +30,9 @@ def stratified_folds(labels: Tensor, folds: int = 10,
     from sklearn.model_selection import StratifiedKFold
 
     labels = torch.as_tensor(labels).view(-1)
-    if not 2 <= folds <= labels.numel():
-        raise ValueError(f"'folds' must be in 2..{labels.numel()} (the number "
+    # Two folds would leave nothing to train on: one tests, one validates.
+    if not 3 <= folds <= labels.numel():
+        raise ValueError(f"'folds' must be in 3..{labels.numel()} (the number "
                          f"of graphs) (got {folds})")
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     tests = [torch.from_numpy(idx) for _, idx in

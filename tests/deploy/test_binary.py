@@ -1,6 +1,7 @@
 """Tests of the deployed binary layers (pyg_qgnn.deploy.binary): they equal
 the fake-quantized twins in evaluation, follow the paper's equations, and
 save and load bit-exactly."""
+import dataclasses
 import importlib
 import pickle
 
@@ -10,7 +11,6 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from pyg_qgnn.deploy import (
-    Backend,
     DeployedBinEdgeConv,
     DeployedBinLinear,
     DeployedDynamicBinEdgeConv,
@@ -22,6 +22,7 @@ from pyg_qgnn.deploy import (
     nbytes,
     save,
 )
+from pyg_qgnn.deploy import binary as binary_module
 from pyg_qgnn.deploy import binary_ops
 from pyg_qgnn.nn.conv.bin_edge_conv import BinEdgeConv
 from pyg_qgnn.nn.conv.dynamic_bin_edge_conv import DynamicBinEdgeConv
@@ -187,6 +188,38 @@ def test_xor_edge_conv_follows_eq_17_to_20(norm):
     assert torch.equal(convert(twin)(x, edge_index), expected)
 
 
+@pytest.mark.parametrize('conv', [
+    lambda: BinEdgeConv(6, 5),
+    lambda: XorEdgeConv(6, 5, norm='after'),
+    lambda: XorEdgeConv(6, 5, norm='before'),
+])
+def test_isolated_nodes_and_negative_scales_equal_twin(conv):
+    # Nodes 0-3 receive no edge (PyG's max gives them 0 before any later
+    # step); negative rescaling and BN weights flip the max into a min.
+    edge_index = regular_graph(16, 4)
+    edge_index = edge_index[:, edge_index[1] >= 4]
+    twin = trained(conv(), torch.randn(16, 6), edge_index)
+    with torch.no_grad():
+        twin.nn.activation.weight.fill_(0.2)
+        twin.nn.rescale.alpha[::2] *= -1
+        if isinstance(twin, XorEdgeConv):
+            twin.norm.weight[1::2] *= -1
+    deployed = convert(twin)
+    assert deployed.nn.monotone_directions() is not None
+    assert_deployed_equals(twin, torch.randn(16, 6), edge_index)
+
+
+@pytest.mark.parametrize('cls', [BinEdgeConv, XorEdgeConv])
+def test_negative_prelu_slope_takes_the_per_edge_path(cls):
+    edge_index = regular_graph(16, 4)
+    twin = trained(cls(6, 5), torch.randn(16, 6), edge_index)
+    with torch.no_grad():
+        twin.nn.activation.weight.fill_(-0.3)  # not monotone any more
+    deployed, _ = assert_deployed_equals(twin, torch.randn(16, 6),
+                                         edge_index)
+    assert deployed.nn.monotone_directions() is None
+
+
 @pytest.mark.parametrize('cls', [BinEdgeConv, XorEdgeConv])
 def test_permutation_equivariance(cls):
     edge_index = regular_graph(16, 4)
@@ -208,8 +241,9 @@ def test_permutation_equivariance(cls):
     (DynamicXorEdgeConv, dict(norm='before', knn='xor')),
     (DynamicXorEdgeConv, dict(input_quantizer=None)),
 ])
-def test_dynamic_layers_equal_twins(cls, kwargs):
-    x, batch = clouds(channels=16)
+@pytest.mark.parametrize('sizes', [(20, 13, 27), (20, 4, 27)])
+def test_dynamic_layers_equal_twins(cls, kwargs, sizes):
+    x, batch = clouds(sizes, channels=16)
     twin = trained(cls(16, 8, k=6, **kwargs), x, batch)
     deployed, _ = assert_deployed_equals(twin, torch.randn_like(x), batch)
     assert isinstance(deployed, (DeployedDynamicBinEdgeConv,
@@ -247,11 +281,10 @@ def test_reference_paths_give_the_same_logits(monkeypatch, impl):
     model = trained(small_dgcnn('bf2'), x, batch)
     deployed = convert(model)
     fast = deployed(x, batch)
-    found = backend()
-    slow = Backend(found.int8_gemm, found.numpy_popcount, found.faiss,
-                   hamming_knn='torch', binary_matmul=impl)
-    monkeypatch.setattr(binary_ops, 'backend', lambda: slow)
-    monkeypatch.setattr(knn_module, 'backend', lambda: slow)
+    slow = dataclasses.replace(backend(), hamming_knn='torch',
+                               binary_matmul=impl)
+    for module in (binary_ops, knn_module, binary_module):
+        monkeypatch.setattr(module, 'backend', lambda: slow)
     assert torch.equal(deployed(x, batch), fast)
 
 

@@ -152,4 +152,4 @@ def test_backend_reports_what_runs_here():
     preferred = ('int8' if found.int8_gemm else
                  'popcount' if found.numpy_popcount else 'torch')
     assert found.binary_matmul == preferred
-    assert found.hamming_knn in ('faiss', 'torch')
+    assert found.hamming_knn in ('native', 'faiss', 'torch')

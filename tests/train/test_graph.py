@@ -47,6 +47,8 @@ def test_folds_partition_and_stratify():
 def test_folds_reject_bad_count():
     with pytest.raises(ValueError, match="'folds'"):
         stratified_folds(torch.tensor([0, 1, 0]), folds=5)
+    with pytest.raises(ValueError, match="'folds' must be in 3"):
+        stratified_folds(torch.tensor([0, 1] * 5), folds=2)
 
 
 def test_cross_validation_learns_a_separable_task():

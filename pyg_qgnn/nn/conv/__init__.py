@@ -4,6 +4,7 @@ from pyg_qgnn.nn.conv.dynamic_xor_edge_conv import DynamicXorEdgeConv
 from pyg_qgnn.nn.conv.quant_gat_conv import QuantGATConv
 from pyg_qgnn.nn.conv.quant_gcn_conv import QuantGCNConv
 from pyg_qgnn.nn.conv.quant_gin_conv import QuantGINConv
+from pyg_qgnn.nn.conv.quant_lg_conv import QuantLGConv
 from pyg_qgnn.nn.conv.quant_sage_conv import QuantSAGEConv
 from pyg_qgnn.nn.conv.xor_edge_conv import XorEdgeConv
 
@@ -12,6 +13,7 @@ __all__ = [
     'QuantGINConv',
     'QuantSAGEConv',
     'QuantGATConv',
+    'QuantLGConv',
     'BinEdgeConv',
     'XorEdgeConv',
     'DynamicBinEdgeConv',

@@ -51,7 +51,7 @@ class QuantGATConv(QuantLayer, GATConv):
     :class:`~torch_geometric.nn.conv.GATConv` numerically and shares its
     state-dict keys. :obj:`return_attention_weights` returns the
     coefficients the messages used (quantized, and with dropout in
-    training).
+    training). :func:`torch.compile` works as for :class:`GATConv`.
 
     Args:
         in_channels (int or tuple): Size of each input sample, :obj:`-1`,
@@ -134,8 +134,8 @@ class QuantGATConv(QuantLayer, GATConv):
         super().__init__(in_channels, out_channels, heads, concat,
                          negative_slope, dropout, add_self_loops, edge_dim,
                          fill_value, bias, residual, **kwargs)
-        self._quantize_linears(['lin', 'lin_src', 'lin_dst', 'lin_edge', 'res'],
-                               weight_quantizer)
+        self._quantize_linears(
+            ['lin', 'lin_src', 'lin_dst', 'lin_edge', 'res'], weight_quantizer)
         self._init_quantizers(dict(input=input_quantizer,
                                    attention=attention_quantizer,
                                    message=message_quantizer,

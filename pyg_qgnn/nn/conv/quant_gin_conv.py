@@ -24,8 +24,8 @@ class QuantGINConv(QuantLayer, GINConv):
 
     The weights live in the network :math:`h_{\mathbf{\Theta}}`: give it
     :class:`~pyg_qgnn.nn.QuantLinear` layers to quantize them
-    (:func:`~pyg_qgnn.quantize_model` converts the :class:`torch.nn.Linear`
-    layers of a :class:`GINConv`'s network under the same scheme).
+    (:func:`~pyg_qgnn.quantize_model` converts the linear layers of the
+    network of every :class:`GINConv` in a model under the model's scheme).
     Every slot is optional; with none (or all switched off with
     :func:`~pyg_qgnn.quantizers.disable_fake_quant`) the layer equals
     :class:`~torch_geometric.nn.conv.GINConv` numerically and shares its
@@ -33,7 +33,9 @@ class QuantGINConv(QuantLayer, GINConv):
     for a :class:`torch.sparse.Tensor` or :class:`torch_sparse.SparseTensor`
     adjacency the fused sparse product is replaced by explicit per-edge
     messages while it is on (which, as on the :obj:`edge_index` path, do
-    not use the adjacency's values).
+    not use the adjacency's values). :func:`torch.jit.script` and
+    :func:`torch.compile` work as for :class:`GINConv` (see
+    :class:`~pyg_qgnn.nn.QuantLayer` for TorchScript and quantizers).
 
     Args:
         nn (torch.nn.Module): The network :math:`h_{\mathbf{\Theta}}`

@@ -36,7 +36,9 @@ class QuantSAGEConv(QuantLayer, SAGEConv):
     for a :class:`torch.sparse.Tensor` or :class:`torch_sparse.SparseTensor`
     adjacency the fused sparse product is replaced by explicit per-edge
     messages while it is on (which, as on the :obj:`edge_index` path, do
-    not use the adjacency's values).
+    not use the adjacency's values). :func:`torch.jit.script` and
+    :func:`torch.compile` work as for :class:`SAGEConv` (see
+    :class:`~pyg_qgnn.nn.QuantLayer` for TorchScript and quantizers).
 
     Args:
         in_channels (int or tuple): Size of each input sample, :obj:`-1`,

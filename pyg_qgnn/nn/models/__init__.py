@@ -7,3 +7,6 @@ from pyg_qgnn.nn.models.gnn_classifiers import (  # noqa: E402
 )
 
 __all__ += ['GraphClassifier', 'node_classifier']
+from pyg_qgnn.nn.models.gnaq import QuantLightGCN  # noqa: E402
+
+__all__ += ['QuantLightGCN']

@@ -140,8 +140,9 @@ def test_state_dict_keys_are_gat_conv_keys_plus_quantizer_state():
     ours = list(conv.state_dict())
     assert [k for k in ours if '_quantizer.' not in k] == \
         list(ref.state_dict())
-    for key in ('lin.weight_quantizer.scale', 'lin_edge.weight_quantizer.scale',
-                'res.weight_quantizer.scale', 'attention_quantizer.scale'):
+    for key in ('lin.weight_quantizer.scale', 'res.weight_quantizer.scale',
+                'lin_edge.weight_quantizer.scale',
+                'attention_quantizer.scale'):
         assert key in ours
     assert ([name for name, _ in conv.named_parameters()] ==
             [name for name, _ in ref.named_parameters()])

@@ -1,10 +1,7 @@
-r"""The main job: the library's capabilities, one section each, on real data
-where it is available and on announced synthetic stand-ins where not.
-
-Section quant: a float 2-layer GCN on a Planetoid graph against its
-quantized copies, made with quantize_model under QAT and Degree-Quant at
-each bit width and under A²Q (learned per-node bit widths), each fine-tuned
-from the float weights.
+r"""Demo section ``quant``: a float 2-layer GCN on a Planetoid graph
+against its quantized copies, made with quantize_model under QAT and
+Degree-Quant at each bit width and under A²Q (learned per-node bit widths),
+each fine-tuned from the float weights.
 
 Columns: method and bits; test accuracy of the epoch with the best
 validation accuracy (mean ± std over seeds); the average bit width of node
@@ -12,10 +9,8 @@ features (A²Q learns it); bytes of the safetensors file that
 pyg_qgnn.deploy.save writes (quantized weights bit-packed); how many times
 smaller than the float file.
 """
-import json
-import time
 from dataclasses import asdict
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from torch_geometric.transforms import NormalizeFeatures
 from tqdm.auto import tqdm
@@ -77,17 +72,7 @@ def title(graph: LoadedGraph, seeds: int) -> str:
             f'validation accuracy, over {seeds} seeds')
 
 
-def section_path(path: Optional[str], section: str, sections: Sequence[str]
-                 ) -> Optional[str]:
-    r""":obj:`path` itself for a single section, else
-    :obj:`<stem>_<section><suffix>`."""
-    if path is None or len(sections) == 1:
-        return path
-    stem, dot, suffix = path.rpartition('.')
-    return f'{stem}_{section}.{suffix}' if dot else f'{path}_{section}'
-
-
-def quant_section(args) -> List[dict]:
+def run(args) -> List[dict]:
     methods = quant_methods(args.bits, args.observer, args.methods,
                             args.a2q_bits, args.a2q_target)
     with cli.user_input('--root' if args.root else '--dataset'):
@@ -97,7 +82,7 @@ def quant_section(args) -> List[dict]:
     print()
     print(title(graph, args.seeds))
     print(format_rows(rows))
-    plot = section_path(args.plot, 'quant', args.sections)
+    plot = args.plot_path('quant')
     if plot:
         plot_rows(rows, plot, title(graph, args.seeds))
         print(f'plot written to {plot}')
@@ -105,34 +90,7 @@ def quant_section(args) -> List[dict]:
                  source=graph.kind) for row in rows]
 
 
-#: Section name -> function of the parsed arguments returning JSON rows.
-SECTIONS: Dict[str, Callable[..., List[dict]]] = {
-    'quant': quant_section,
-}
-
-
-def main(args) -> List[dict]:
-    if args.plot:
-        cli.require_module('matplotlib', '--plot', extra='plot')
-    start = time.perf_counter()
-    args.sections = args.only or list(SECTIONS)
-    rows = []
-    for name in args.sections:
-        print(f'\n## {name}\n')
-        rows += SECTIONS[name](args)
-    print(f'\n({time.perf_counter() - start:.0f} s)')
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=2)
-        print(f'rows written to {args.json}')
-    return rows
-
-
 def add_arguments(parser):
-    parser.add_argument('--only', nargs='+', metavar='SECTION',
-                        type=cli.choice(list(SECTIONS)),
-                        help=f'run only these sections, among '
-                        f'{", ".join(SECTIONS)} (default: all)')
     parser.add_argument('--dataset', default='Cora',
                         type=cli.choice(list(PLANETOID_NAMES.values())),
                         help='Planetoid name: Cora, CiteSeer or PubMed '
@@ -141,8 +99,6 @@ def add_arguments(parser):
                         help='folder holding <Name>/raw/ (default: '
                         '$PYG_QGNN_DATA, else ../shared/data, else PyG download, '
                         'else a synthetic stand-in)')
-    parser.add_argument('--seeds', type=cli.positive_int, default=5,
-                        help='number of seeds (default: 5)')
     parser.add_argument('--epochs', type=cli.positive_int, default=200,
                         help='float training epochs (default: 200)')
     parser.add_argument('--finetune-epochs', type=cli.positive_int,
@@ -167,13 +123,3 @@ def add_arguments(parser):
                         default=2.5, metavar='BITS',
                         help='average bit width the A²Q memory penalty pulls '
                         'towards, in [1, 8] (default: 2.5)')
-    parser.add_argument('--json', default=None, metavar='PATH',
-                        type=cli.output_path,
-                        help='write the rows as a JSON list (a missing folder '
-                        'is created)')
-    parser.add_argument('--plot', default=None, metavar='PATH',
-                        type=cli.output_path,
-                        help='write accuracy vs. average bits as a PNG (needs '
-                        'matplotlib)')
-    parser.add_argument('--no-progress', action='store_true',
-                        help='hide the progress bar')

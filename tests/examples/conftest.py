@@ -1,0 +1,31 @@
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[2] / 'examples'
+
+
+def run_example(script: str, *args: str, timeout: int = 300):
+    r"""Runs :obj:`examples/<script>` in a subprocess from the repo root."""
+    return subprocess.run([sys.executable, str(EXAMPLES / script), *args],
+                          cwd=EXAMPLES.parent, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, argument: str):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+    assert argument in lines[0]
+    assert 'Traceback' not in result.stderr
+
+
+def load_example(script: str):
+    r"""Imports :obj:`examples/<script>` as a module (to call its
+    :obj:`main` in-process, e.g. with monkeypatched data sources)."""
+    path = EXAMPLES / script
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from tests.conftest import SHARED_DATA, has_shared
+from tests.examples.conftest import assert_one_line_error, run_example
+
+SCRIPT = 'recsys_gnaq.py'
+#: --quick with even smaller schedules: the whole path in seconds.
+TINY = ['--quick', '--epochs', '2', '--finetune-epochs', '1',
+        '--eval-every', '1', '--no-progress']
+
+
+@pytest.mark.skipif(not has_shared('gowalla'),
+                    reason='shared Gowalla data absent')
+def test_quick_run_on_gowalla(tmp_path):
+    out = tmp_path / 'rows.json'
+    saved = tmp_path / 'float.safetensors'
+    result = run_example(SCRIPT, '--root', str(SHARED_DATA), *TINY,
+                         '--json', str(out), '--save-pretrained', str(saved))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    rows = report['rows']
+    assert [r['method'] for r in rows] == ['FP32 LightGCN',
+                                           'LSQ per-node uniform', 'GNAQ']
+    assert all(r['source'] == 'real' and r['dataset'] == 'gowalla'
+               for r in rows)
+    assert rows[0]['bytes'] / rows[2]['bytes'] >= 10  # d = 64, 2 bits
+    assert {c['method'] for c in report['curves']} == {'fp32', 'lsq', 'gnaq'}
+    assert '| GNAQ | 2 | 64 |' in result.stdout and 'subsample' in \
+        result.stdout
+    # The saved float model starts a second run; GNAQ ablations included.
+    again = run_example(SCRIPT, '--root', str(SHARED_DATA), *TINY,
+                        '--pretrained', str(saved), '--ablations')
+    assert again.returncode == 0, again.stderr
+    assert 'GNAQ w/o RAU' in again.stdout and 'GNAQ w/o DQS' in again.stdout
+    # A table of another dimension is refused, naming the argument.
+    assert_one_line_error(run_example(SCRIPT, '--root', str(SHARED_DATA),
+                                      *TINY, '--pretrained', str(saved),
+                                      '--dim', '128'), '--pretrained')
+
+
+def test_synthetic_stand_in_is_announced(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    # An explicit --root without data is an error, not a silent stand-in.
+    assert_one_line_error(run_example(SCRIPT, '--root', str(empty), *TINY),
+                          '--root')
+
+
+@pytest.mark.parametrize('args,argument', [
+    (['--bits', '9'], '--bits'),
+    (['--bits', '0'], '--bits'),
+    (['--dim', '100'], '--dim'),
+    (['--epochs', '0'], '--epochs'),
+    (['--device', 'tpu'], '--device'),
+    (['--pretrained', '/nonexistent.safetensors'], '--pretrained'),
+    (['--json', '/dev/null/x.json'], '--json'),
+])
+def test_bad_arguments(args, argument):
+    assert_one_line_error(run_example(SCRIPT, *args), argument)
