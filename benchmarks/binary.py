@@ -1,5 +1,6 @@
 r"""Binary GNNs for point clouds (Bahri et al., 2021): the dynamic kNN graph
-in Hamming space against the float kNN that DGCNN users run.
+in Hamming space against the float kNN that DGCNN users run, and the
+deployed binary DGCNN against the float DGCNN in time and size.
 
 Metric :obj:`knn`, one case per feature width :obj:`d`
 (:obj:`b{clouds}_n{points}_d{d}_k{k}`): :func:`pyg_qgnn.deploy.hamming_knn`
@@ -9,10 +10,25 @@ neighbours, as in DGCNN; the codes are packed before timing) against
 dense :obj:`(clouds, points, d)` float tensor (baseline). Both graphs are
 checked to agree (same neighbour distances) before timing.
 
+Metric :obj:`infer`, case :obj:`dgcnn_rf_b{clouds}_n{points}`: one forward
+pass (evaluation, :func:`torch.inference_mode`) of the paper-size RF binary
+DGCNN in its deployed form (:func:`pyg_qgnn.deploy.convert`: packed
+weights, integer binary products) against the float DGCNN of the same
+shape (baseline), on random clouds, :math:`k` neighbours; the deployed
+and the fake-quantized model are checked to predict the same classes
+first.
+
+Metric :obj:`bytes`, cases :obj:`dgcnn_rf`, :obj:`dgcnn_bf1` and
+:obj:`dgcnn_bf2`: what the deployed paper-size binary DGCNN stores
+(:func:`pyg_qgnn.deploy.nbytes`: packed bits, plus the batch norms,
+rescalings and real last layer it keeps in float) against the float
+DGCNN.
+
 .. code-block:: bash
 
     .venv/bin/python benchmarks/binary.py --quick
     .venv/bin/python benchmarks/binary.py --json binary.json
+    .venv/bin/python benchmarks/binary.py --metrics infer bytes
 """
 import os
 import sys
@@ -31,13 +47,18 @@ from common import (  # noqa: E402
 )
 
 # Imported after common, which puts this checkout first on sys.path.
-from pyg_qgnn.deploy import backend, hamming_knn  # noqa: E402
+from pyg_qgnn.deploy import backend, convert, hamming_knn, nbytes  # noqa: E402
+from pyg_qgnn.nn.models import DGCNN, BinaryDGCNN  # noqa: E402
 from pyg_qgnn.quantizers.binary import pack_signs  # noqa: E402
 
 BENCHMARK = 'binary'
+METRICS = ('knn', 'infer', 'bytes')
 
 #: Feature width d -> smallest acceptable ratio float time / Hamming time.
 KNN_GOALS = {64: 5.0, 256: 8.0}
+#: Smallest acceptable ratios of the DGCNN cases: float / deployed time and
+#: float / deployed bytes.
+MODEL_GOALS = {'infer': 2.0, 'bytes': 15.0}
 
 
 def parse_args():
@@ -54,7 +75,12 @@ def parse_args():
         '(default: 64 256)')
     parser.add_argument(
         '--k', type=cli.positive_int, default=20,
-        help='neighbours per point, itself included (default: 20)')
+        help='neighbours per point, itself included, in the kNN cases and '
+        'the DGCNN layers (default: 20)')
+    parser.add_argument(
+        '--metrics', nargs='+', type=cli.choice(list(METRICS)),
+        default=list(METRICS), metavar='METRIC',
+        help=f'what to measure, among {", ".join(METRICS)} (default: all)')
     args = setup(parser.parse_args())
     if args.clouds is None:
         args.clouds = 4 if args.quick else 16
@@ -97,9 +123,52 @@ def _check_agree(x, nearest, edge_index, k):
         raise RuntimeError('the Hamming and the float kNN graphs disagree')
 
 
+def infer_record(clouds: int, points: int, k: int,
+                 min_run_time: float) -> Record:
+    r"""Times a forward pass of the float DGCNN and of the deployed RF
+    binary DGCNN of the same shape on one batch of random clouds."""
+    generator = torch.Generator().manual_seed(0)
+    pos = torch.randn(clouds * points, 3, generator=generator)
+    batch = torch.arange(clouds).repeat_interleave(points)
+    k = min(k, points)
+    torch.manual_seed(0)
+    float_model = DGCNN(k=k).eval()
+    binary = BinaryDGCNN('rf', k=k).eval()
+    deployed = convert(binary)
+    with torch.inference_mode():
+        if not torch.equal(binary(pos, batch).argmax(-1),
+                           deployed(pos, batch).argmax(-1)):
+            raise RuntimeError('the deployed and the fake-quantized binary '
+                               'DGCNN predict different classes')
+
+    def forward(model):
+        def call():
+            with torch.inference_mode():
+                return model(pos, batch)
+        return call
+
+    baseline, value = time_pair(forward(float_model), forward(deployed),
+                                min_run_time)
+    return Record.cost(BENCHMARK, f'dgcnn_rf_b{clouds}_n{points}', 'infer',
+                       baseline, value, 's')
+
+
+def bytes_records() -> list:
+    r"""Stored bytes of the deployed paper-size binary DGCNNs against the
+    float DGCNN."""
+    float_bytes = nbytes(DGCNN())
+    return [Record.cost(BENCHMARK, f'dgcnn_{variant}', 'bytes', float_bytes,
+                        nbytes(convert(BinaryDGCNN(variant).eval())),
+                        'bytes')
+            for variant in ('rf', 'bf1', 'bf2')]
+
+
 def goal_column(record: Record) -> str:
-    dims = int(record.case.split('_d')[1].split('_')[0])
-    goal = KNN_GOALS.get(dims)
+    if record.metric == 'knn':
+        dims = int(record.case.split('_d')[1].split('_')[0])
+        goal = KNN_GOALS.get(dims)
+    else:
+        goal = MODEL_GOALS[record.metric]
     if goal is None:
         return '-'
     return f'{"PASS" if record.ratio >= goal else "MISS"} (>= {goal:g})'
@@ -110,10 +179,17 @@ def main():
     found = backend()
     print(f'{args.clouds} clouds x {args.points} points, k = {args.k}, '
           f'{torch.get_num_threads()} threads; Hamming kNN path: '
-          f'{found.hamming_knn}\n')
-    records = [knn_record(args.clouds, args.points, dims, args.k,
-                          args.min_run_time)
-               for dims in tqdm(args.dims, desc=BENCHMARK, leave=False)]
+          f'{found.hamming_knn}, binary matmul: {found.binary_matmul}\n')
+    records = []
+    if 'knn' in args.metrics:
+        records += [knn_record(args.clouds, args.points, dims, args.k,
+                               args.min_run_time)
+                    for dims in tqdm(args.dims, desc=BENCHMARK, leave=False)]
+    if 'infer' in args.metrics:
+        records.append(infer_record(args.clouds, args.points, args.k,
+                                    args.min_run_time))
+    if 'bytes' in args.metrics:
+        records += bytes_records()
     finish(records, args, extra_columns={'goal': goal_column})
 
 

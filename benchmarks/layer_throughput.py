@@ -118,6 +118,40 @@ REGISTRY.append(LayerEntry(
     forward=embedding_forward,
 ))
 
+# Binary edge convolutions (Bahri et al., 2021) against EdgeConv with the
+# float DGCNN block: same weight, binarized (BinEdgeConv: real node
+# features; XorEdgeConv: binary node features, XOR edge features). The
+# deployed form computes with packed bits and integer products.
+from torch_geometric.nn import EdgeConv  # noqa: E402
+from pyg_qgnn import deploy  # noqa: E402
+from pyg_qgnn.nn import BinEdgeConv, XorEdgeConv  # noqa: E402
+
+
+def float_edge_conv(features: int) -> EdgeConv:
+    return EdgeConv(nn.Sequential(nn.Linear(2 * features, features,
+                                            bias=False),
+                                  nn.BatchNorm1d(features),
+                                  nn.LeakyReLU(negative_slope=0.2)))
+
+
+def binary_twin(cls):
+    def make(layer: EdgeConv) -> nn.Module:
+        linear = layer.nn[0]
+        twin = cls(linear.in_features // 2, linear.out_features)
+        with torch.no_grad():
+            twin.nn.weight.copy_(linear.weight)
+        return twin
+    return make
+
+
+for cls in (BinEdgeConv, XorEdgeConv):
+    REGISTRY.append(LayerEntry(
+        name=cls.__name__,
+        make_float=float_edge_conv,
+        make_twin=binary_twin(cls),
+        make_deployed=lambda twin: deploy.convert(twin.eval()),
+    ))
+
 QUICK_SIZES = ['1000:10000', '10000:100000']
 FULL_SIZES = ['10000:100000', '100000:1000000']
 

@@ -38,14 +38,14 @@ from tqdm.auto import tqdm
 
 from pyg_qgnn import cli
 from pyg_qgnn.prune import SCOPES
-from pyg_qgnn.prune import study
+from pyg_qgnn.prune import study, tasks as study_tasks
 from pyg_qgnn.prune.study_report import all_tables, write_figures
 from pyg_qgnn.train import Method
 
 PARTS = ('prune', 'l2', 'lottery', 'quant')
 MODELS = ('gcn', 'spline', 'gae', 'gin', 'gcn3')
 #: task -> (epochs, fine-tuning epochs), full and --quick.
-EPOCHS = {'node': (200, 100), 'link': (200, 50), 'graph': (100, 50)}
+EPOCHS = {'node': (200, 50), 'link': (200, 50), 'graph': (100, 50)}
 QUICK_EPOCHS = {'node': (40, 10), 'link': (40, 10), 'graph': (2, 1)}
 QUICK = dict(runs=2, sparsities=[0.0, 0.5, 0.9], l2_rates=[0.0, 1.0],
              lottery_sparsities=[0.9], repeats=3, bits=[8])
@@ -56,8 +56,9 @@ def settle(args):
     for name, value in QUICK.items():
         if getattr(args, name) is None:
             setattr(args, name, value if args.quick else DEFAULTS[name])
-    if sorted(set(args.sparsities)) != args.sparsities:
-        args.sparsities = sorted(set(args.sparsities))
+    # Sweeps run in increasing order (lottery rounds must).
+    args.sparsities = sorted(set(args.sparsities))
+    args.lottery_sparsities = sorted(set(args.lottery_sparsities))
     return args
 
 
@@ -70,13 +71,13 @@ DEFAULTS = dict(runs=5, sparsities=[round(0.1 * i, 1) for i in range(10)],
 def load_tasks(args) -> list:
     tasks = []
     for task in args.task:
-        for dataset in study.TASKS[task]:
+        for dataset in study_tasks.TASKS[task]:
             if dataset not in args.dataset:
                 continue
             if dataset == 'BBBP':
                 cli.require_module('rdkit', '--dataset BBBP', extra='chem')
             with cli.user_input('--root' if args.root else '--dataset'):
-                loaded = study.load_task(task, dataset, args.root)
+                loaded = study_tasks.load_task(task, dataset, args.root)
             kind = ('a SYNTHETIC stand-in (not the real data; scores are not '
                     'comparable)' if loaded.source == 'synthetic' else
                     'real data')
@@ -182,8 +183,8 @@ def output_dir(text: str) -> str:
 
 def build_parser():
     parser = cli.make_parser(__doc__)
-    parser.add_argument('--task', nargs='+', default=list(study.TASKS),
-                        type=cli.choice(list(study.TASKS)),
+    parser.add_argument('--task', nargs='+', default=list(study_tasks.TASKS),
+                        type=cli.choice(list(study_tasks.TASKS)),
                         help='tasks to run (default: node link graph)')
     parser.add_argument('--dataset', nargs='+',
                         default=['Cora', 'PROTEINS', 'BBBP'],
@@ -237,7 +238,7 @@ def build_parser():
     parser.add_argument('--finetune-epochs', type=cli.positive_int,
                         default=None,
                         help='fine-tuning epochs after pruning or '
-                        'quantization (default: node 100, link and graph 50)')
+                        'quantization (default: 50)')
     parser.add_argument('--lr', type=cli.positive_float, default=0.01,
                         help='learning rate (default: 0.01)')
     parser.add_argument('--finetune-lr', type=cli.positive_float,

@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 from pyg_qgnn import cli
 from pyg_qgnn.datasets import load_molecules, load_tudataset
 from pyg_qgnn.nn.models import GraphClassifier
-from pyg_qgnn.train import METHODS, Method, compare_on_graphs, \
-    format_rows, plot_rows, stratified_folds
+from pyg_qgnn.train import compare_on_graphs, format_rows, plot_rows, \
+    stratified_folds
+from pyg_qgnn.train.methods import add_method_arguments, methods_from_args
 
 
 def load(args):
@@ -54,10 +55,7 @@ def main(args):
           f'{dataset.num_classes} classes ({loaded.source})')
     with cli.user_input('--folds'):
         folds = stratified_folds(labels, args.folds, args.seed)
-    methods = [Method('fp32')] + [
-        Method(m, bits, args.observer, args.grad, a2q_target=args.a2q_target,
-               a2q_groups=args.a2q_groups, quant_lr=args.quant_lr)
-        for m in args.method if m != 'fp32' for bits in args.bits]
+    methods = methods_from_args(args, a2q_groups=args.a2q_groups)
     start = time.perf_counter()
     with tqdm(total=len(folds) * len(methods), disable=args.no_progress,
               desc='folds x methods') as bar:
@@ -91,14 +89,9 @@ def build_parser():
                         help='folder holding <Name>/raw/ (BBBP: bbbp/BBBP.csv) '
                         '(default: $PYG_QGNN_DATA, else PyG download, else a '
                         'synthetic stand-in)')
-    parser.add_argument('--method', nargs='+', default=list(METHODS),
-                        type=cli.choice(list(METHODS)),
-                        help='methods to compare (default: all)')
-    parser.add_argument('--bits', nargs='+', type=cli.bit_width,
-                        default=[8, 4],
-                        help='bit widths, each in 1..8 (default: 8 4)')
-    parser.add_argument('--folds', type=cli.positive_int, default=10,
-                        help='cross-validation folds (default: 10)')
+    parser.add_argument('--folds', type=cli.int_at_least(3), default=10,
+                        help='cross-validation folds, at least 3: one tests, '
+                        'one validates (default: 10)')
     parser.add_argument('--seed', type=cli.nonnegative_int, default=12345,
                         help='seed of the fold split (default: 12345, '
                         'as PyG\'s kernel benchmark)')
@@ -114,32 +107,11 @@ def build_parser():
                         help='GIN layers (default: 5)')
     parser.add_argument('--batch-size', type=cli.positive_int, default=128,
                         help='graphs per batch (default: 128)')
-    parser.add_argument('--lr', type=cli.positive_float, default=0.01,
-                        help='float learning rate (default: 0.01)')
-    parser.add_argument('--finetune-lr', type=cli.positive_float,
-                        default=0.005,
-                        help='fine-tuning learning rate (default: 0.005)')
-    parser.add_argument('--quant-lr', type=cli.positive_float, default=0.05,
-                        help='learning rate of A²Q steps and bit widths '
-                        '(default: 0.05)')
-    parser.add_argument('--observer', choices=['abs', 'mom', 'per'],
-                        default='per',
-                        help='QAT/DQ range observer (default: per)')
-    parser.add_argument('--grad', choices=['ste', 'clipped'], default='ste',
-                        help='QAT/DQ gradient (default: ste)')
-    parser.add_argument('--a2q-target', type=cli.number_in(1, 8),
-                        default=None,
-                        help='average bit width A²Q\'s memory penalty pulls '
-                        'towards (default: none, no penalty)')
     parser.add_argument('--a2q-groups', type=cli.positive_int, default=64,
                         help='A²Q\'s pool of per-node parameter pairs shared '
                         'by all graphs (default: 64)')
-    parser.add_argument('--json', type=cli.output_path, metavar='PATH',
-                        help='write the rows as a JSON list')
-    parser.add_argument('--plot', type=cli.output_path, metavar='PATH',
-                        help='write accuracy against average bits as a PNG')
-    parser.add_argument('--no-progress', action='store_true',
-                        help='hide the progress bar')
+    add_method_arguments(parser, a2q_target=None)
+    cli.add_output_arguments(parser, 'accuracy against average bits')
     return parser
 
 

@@ -27,20 +27,8 @@ from pyg_qgnn.datasets import load_planetoid
 from pyg_qgnn.datasets.planetoid import PLANETOID_NAMES
 from pyg_qgnn.nn.models import node_classifier
 from pyg_qgnn.nn.models.gnn_classifiers import NODE_MODELS
-from pyg_qgnn.train import METHODS, Method, compare_on_nodes, format_rows, \
-    plot_rows
-
-
-def methods_from(args) -> list:
-    methods = []
-    for name in args.method:
-        if name == 'fp32':
-            methods.append(Method('fp32'))
-        else:
-            methods += [Method(name, bits, args.observer, args.grad,
-                               a2q_target=args.a2q_target,
-                               quant_lr=args.quant_lr) for bits in args.bits]
-    return methods
+from pyg_qgnn.train import compare_on_nodes, format_rows, plot_rows
+from pyg_qgnn.train.methods import add_method_arguments, methods_from_args
 
 
 def main(args):
@@ -53,9 +41,7 @@ def main(args):
         f'a SYNTHETIC stand-in for {graph.name}'
     print(f'{name}: {data.num_nodes} nodes, {data.num_edges} edges '
           f'({graph.source}; {graph.split})')
-    methods = methods_from(args)
-    if 'fp32' not in args.method:
-        methods.insert(0, Method('fp32'))  # every method starts from it
+    methods = methods_from_args(args)
     start = time.perf_counter()
     results = []
     bar = tqdm(total=len(args.model) * args.seeds * len(methods),
@@ -98,13 +84,6 @@ def build_parser():
     parser.add_argument('--model', nargs='+', default=list(NODE_MODELS),
                         type=cli.choice(list(NODE_MODELS)),
                         help='models to run (default: all)')
-    parser.add_argument('--method', nargs='+', default=list(METHODS),
-                        type=cli.choice(list(METHODS)),
-                        help='methods to compare (default: all)')
-    parser.add_argument('--bits', nargs='+', type=cli.bit_width,
-                        default=[8, 4],
-                        help='bit widths, each in 1..8; A²Q starts at each '
-                        '(default: 8 4)')
     parser.add_argument('--seeds', type=cli.positive_int, default=10,
                         help='seeds per method (default: 10)')
     parser.add_argument('--epochs', type=cli.positive_int, default=200,
@@ -116,30 +95,8 @@ def build_parser():
     parser.add_argument('--hidden', type=cli.positive_int, default=None,
                         help='hidden channels (per head for GAT) (default: '
                         'GCN 16, GAT 8, SAGE and GIN 64)')
-    parser.add_argument('--lr', type=cli.positive_float, default=0.01,
-                        help='float learning rate (default: 0.01)')
-    parser.add_argument('--finetune-lr', type=cli.positive_float,
-                        default=0.005,
-                        help='fine-tuning learning rate (default: 0.005)')
-    parser.add_argument('--quant-lr', type=cli.positive_float, default=0.05,
-                        help='learning rate of A²Q steps and bit widths '
-                        '(default: 0.05)')
-    parser.add_argument('--observer', choices=['abs', 'mom', 'per'],
-                        default='per',
-                        help='QAT/DQ range observer (default: per)')
-    parser.add_argument('--grad', choices=['ste', 'clipped'], default='ste',
-                        help='QAT/DQ gradient: straight-through or clipped '
-                        '(the study\'s gc) (default: ste)')
-    parser.add_argument('--a2q-target', type=cli.number_in(1, 8),
-                        default=2.5,
-                        help='average bit width A²Q\'s memory penalty pulls '
-                        'towards (default: 2.5)')
-    parser.add_argument('--json', type=cli.output_path, metavar='PATH',
-                        help='write the rows as a JSON list')
-    parser.add_argument('--plot', type=cli.output_path, metavar='PATH',
-                        help='write accuracy against average bits as a PNG')
-    parser.add_argument('--no-progress', action='store_true',
-                        help='hide the progress bar')
+    add_method_arguments(parser, a2q_target=2.5)
+    cli.add_output_arguments(parser, 'accuracy against average bits')
     return parser
 
 

@@ -17,7 +17,7 @@ many times smaller than the float table; seconds of training steps.
 Examples:
 
     python examples/recsys_gnaq.py --quick                 # minutes on a CPU
-    python examples/recsys_gnaq.py --dim 64 --bits 2 --ablations --json rows.json
+    python examples/recsys_gnaq.py --dim 64 --ablations --json rows.json
 """
 import json
 import sys
@@ -88,14 +88,13 @@ def main(args):
         bar.update()
 
     start = time.perf_counter()
-    with cli.user_input():
-        rows, curves = compare_recommenders(
-            data, methods, args.dim, args.bits, args.layers, args.epochs,
-            args.finetune_epochs, args.lr, args.finetune_lr, args.batch_size,
-            args.reg, args.finetune_reg, eval_every=args.eval_every,
-            patience=args.patience, seeds=args.seeds, pretrained=pretrained,
-            device=args.device, progress=progress,
-            save_float=args.save_pretrained)
+    rows, curves = compare_recommenders(
+        data, methods, args.dim, args.bits, args.layers, args.epochs,
+        args.finetune_epochs, args.lr, args.finetune_lr, args.batch_size,
+        args.reg, args.finetune_reg, eval_every=args.eval_every,
+        patience=args.patience, seeds=args.seeds, pretrained=pretrained,
+        device=args.device, progress=progress,
+        save_float=args.save_pretrained)
     bar.close()
     name = data.name if not data.synthetic else \
         f'a SYNTHETIC stand-in for {data.name}'

@@ -1,6 +1,7 @@
 r"""pyg_qgnn: quantized, binary and pruned GNN layers for PyTorch Geometric."""
 from pyg_qgnn import deploy, nn, quantizers, transforms
 from pyg_qgnn import distill
+from pyg_qgnn import profile, prune
 from pyg_qgnn.nn import (
     BinaryDGCNN,
     BinEdgeConv,
@@ -72,5 +73,7 @@ __all__ = [
     'nn',
     'quantizers',
     'transforms',
+    'prune',
+    'profile',
     '__version__',
 ]

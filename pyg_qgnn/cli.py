@@ -62,6 +62,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_at_least(low: int) -> Callable[[str], int]:
+    r"""An integer :math:`\ge` :obj:`low`."""
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(
+                f'expected an integer >= {low} (got {text!r})')
+        return value
+
+    parse.__name__ = 'integer'
+    return parse
+
+
 def nonnegative_int(text: str) -> int:
     r"""An integer :math:`\ge 0`."""
     value = _integer(text)
@@ -233,6 +246,19 @@ def require_module(module: str, argument: str, extra: str = ''):
         hint = f' (pip install "pyg_qgnn[{extra}]")' if extra else ''
         raise UserError(f'argument {argument}: needs {module}, which is not '
                         f'installed{hint}')
+
+
+def add_output_arguments(parser: argparse.ArgumentParser,
+                         plot: str = 'the results'):
+    r"""``--json PATH``, ``--plot PATH`` (:obj:`plot` says of what) and
+    ``--no-progress``, checked at parse time."""
+    parser.add_argument('--json', type=output_path, metavar='PATH',
+                        help='write the rows as a JSON list (a missing '
+                        'folder is created)')
+    parser.add_argument('--plot', type=output_path, metavar='PATH',
+                        help=f'write a PNG of {plot} (needs matplotlib)')
+    parser.add_argument('--no-progress', action='store_true',
+                        help='hide progress bars')
 
 
 @contextlib.contextmanager

@@ -58,11 +58,11 @@ def quantize_model(model: nn.Module, scheme: QuantScheme,
                         f"(got {type(model).__name__})")
     if not inplace:
         model = copy.deepcopy(model)
-    if type(model) in QUANTIZED_LAYERS:
-        model = scheme.convert(model)
-        scheme.prepare(model)
-        return model
     swapped, skipped = [], []
+    if type(model) in QUANTIZED_LAYERS:  # a bare layer
+        model = scheme.convert(model)
+        swapped.append('')
+    # Float layers a twin keeps (a GINConv's network) are swapped too.
     _swap_children(model, scheme, prefix='', swapped=swapped, skipped=skipped)
     supported = ', '.join(supported_layers())
     if skipped and strict:

@@ -134,7 +134,7 @@ def test_help_explains_columns():
 def test_binary_knn(tmp_path):
     records = run_benchmark('binary.py', tmp_path / 'out.json', '--clouds',
                             '2', '--points', '64', '--dims', '64', '20',
-                            '--k', '5')
+                            '--k', '5', '--metrics', 'knn')
     assert [r['case'] for r in records] == ['b2_n64_d64_k5', 'b2_n64_d20_k5']
     for record in records:
         assert record['benchmark'] == 'binary'
@@ -157,3 +157,87 @@ def test_binary_help_and_bad_argument():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith('error: argument --k')
+
+
+def test_prune(tmp_path):
+    records = run_benchmark('prune.py', tmp_path / 'out.json', '--nodes',
+                            '300', '--edges', '1200', '--features', '16',
+                            '--hidden', '32', '--bytes-features', '200',
+                            '--bytes-hidden', '16')
+    assert [(r['case'], r['metric']) for r in records] == [
+        ('gcn_s0.5_fp32', 'bytes'), ('gcn_s0.5_int8', 'bytes'),
+        ('gcn_s0.9_fp32', 'bytes'), ('gcn_s0.9_int8', 'bytes'),
+        ('gcn3_n300_c0.5', 'infer')]
+    for record in records:
+        assert record['benchmark'] == 'prune'
+        assert record['unit'] == ('B' if record['metric'] == 'bytes' else 's')
+        # Bytes and times: above 1 means the pruned form is smaller/faster.
+        assert math.isclose(record['ratio'],
+                            record['baseline'] / record['value'],
+                            rel_tol=1e-9)
+    sizes = {r['case']: r['value'] for r in records[:4]}
+    assert sizes['gcn_s0.9_fp32'] < sizes['gcn_s0.5_fp32']
+    assert sizes['gcn_s0.9_int8'] < sizes['gcn_s0.9_fp32']
+
+
+def test_prune_bad_argument():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / 'prune.py'), '--removed', '1.5'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: argument --removed')
+
+
+def test_recsys(tmp_path):
+    records = run_benchmark('recsys.py', tmp_path / 'out.json', '--users',
+                            '200', '--retrieve-users', '64')
+    assert [r['case'] for r in records] == [
+        'train_step/layer_coo', 'train_step/layer_csr',
+        'train_step/model_csr', 'bytes/d64', 'bytes/d128', 'bytes/d256',
+        'infer/load', 'infer/top20_64']
+    for record in records:
+        assert record['benchmark'] == 'recsys'
+        # Times and bytes: above 1 means GNAQ is cheaper.
+        assert math.isclose(record['ratio'],
+                            record['baseline'] / record['value'],
+                            rel_tol=1e-9)
+    sizes = {r['case']: r for r in records if r['metric'] == 'bytes'}
+    # d b bits + 2^b FP8 levels per node against 4 d bytes.
+    assert sizes['bytes/d64']['ratio'] == 256 / 20
+    assert sizes['bytes/d256']['ratio'] == 1024 / 68
+
+
+def test_recsys_bad_argument():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / 'recsys.py'), '--users', '0'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: argument --users')
+
+
+def test_binary_infer_and_bytes(tmp_path):
+    records = run_benchmark('binary.py', tmp_path / 'out.json', '--clouds',
+                            '2', '--points', '32', '--k', '4', '--metrics',
+                            'infer', 'bytes')
+    assert [(r['case'], r['metric']) for r in records] == [
+        ('dgcnn_rf_b2_n32', 'infer'), ('dgcnn_rf', 'bytes'),
+        ('dgcnn_bf1', 'bytes'), ('dgcnn_bf2', 'bytes')]
+    for record in records:
+        assert record['benchmark'] == 'binary'
+        assert record['unit'] == ('s' if record['metric'] == 'infer'
+                                  else 'bytes')
+        # Times and bytes: above 1 means the deployed model is better.
+        assert math.isclose(record['ratio'],
+                            record['baseline'] / record['value'],
+                            rel_tol=1e-9)
+    # Sizes do not depend on the machine: 1-bit weights are far smaller.
+    assert all(r['ratio'] > 10 for r in records if r['metric'] == 'bytes')
+
+
+def test_layer_throughput_binary_edge_convs(tmp_path):
+    records = run_benchmark('layer_throughput.py', tmp_path / 'out.json',
+                            '--layers', 'BinEdgeConv', 'XorEdgeConv',
+                            '--features', '8', '--sizes', '100:400')
+    assert [r['case'] for r in records] == [
+        'BinEdgeConv/100x400/train', 'BinEdgeConv/100x400/inference',
+        'XorEdgeConv/100x400/train', 'XorEdgeConv/100x400/inference']

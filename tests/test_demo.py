@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pyg_qgnn.__main__ import main
+from pyg_qgnn.__main__ import build_parser, main
 from pyg_qgnn.demo.quant import run_quant
 from pyg_qgnn.train import MethodRow, format_rows
 from tests.conftest import SHARED_DATA, has_shared
@@ -105,14 +105,24 @@ def _file(tmp_path):
     (['--json', '{file}/x.json'], '--json'),
     (['--plot', '{file}/x.png'], '--plot'),
 ])
-def test_bad_arguments_fail_fast_in_one_line(tmp_path, args, argument):
+def test_bad_arguments_fail_fast_in_one_line(tmp_path, args, argument,
+                                            capsys):
     args = [a.format(file=_file(tmp_path)) for a in args]
-    result = demo_cli(*args)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
-    assert argument in lines[0]
-    assert 'Traceback' not in result.stderr and result.stdout == ''
+    # Refused by the parser, before any data is read: in-process is enough.
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(['demo', *args])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), captured.err
+    assert argument in lines[0] and captured.out == ''
+
+
+def test_bad_argument_from_the_command_line():
+    result = demo_cli('--seeds', '0')
+    assert result.returncode == 2 and result.stdout == ''
+    assert result.stderr == "error: argument --seeds: expected a positive " \
+        "integer (got '0') (see --help)\n"
 
 
 def test_root_without_data_is_a_one_line_error(tmp_path):

@@ -1,4 +1,3 @@
-import copy
 
 import pytest
 import torch
@@ -461,3 +460,19 @@ def test_pyg_model_trains_and_stays_close_at_int8(model_cls, conv_cls,
 
 def test_supported_layers_lists_gin_sage_gat():
     assert {'GINConv', 'SAGEConv', 'GATConv'} <= set(supported_layers())
+
+
+def test_bare_gin_conv_gets_a_quantized_network():
+    from torch_geometric.nn import GINConv
+    conv = GINConv(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+                                       torch.nn.Linear(8, 8)))
+    qconv = quantize_model(conv, QAT(bits=8))
+    assert all(type(m) is not torch.nn.Linear for m in qconv.modules())
+    assert sum(isinstance(m, QuantLinear) for m in qconv.modules()) == 2
+
+
+def test_attention_point_is_accepted():
+    qconv = quantize_model(GATConv(4, 4, heads=2),
+                           QAT(bits=8, points=('input', 'attention')))
+    assert qconv.attention_quantizer is not None
+    assert qconv.aggregate_quantizer is None

@@ -1,4 +1,9 @@
 r"""Data loading with offline defaults."""
+from pyg_qgnn.datasets.modelnet import (
+    LoadedPointClouds,
+    load_modelnet40,
+    synthetic_shapes,
+)
 from pyg_qgnn.datasets.molecules import load_molecules
 from pyg_qgnn.datasets.planetoid import LoadedGraph, load_planetoid
 from pyg_qgnn.datasets.recsys import RecSysData, load_recsys
@@ -19,4 +24,7 @@ __all__ = [
     'load_molecules',
     'load_recsys',
     'RecSysData',
+    'load_modelnet40',
+    'LoadedPointClouds',
+    'synthetic_shapes',
 ]

@@ -323,8 +323,8 @@ def read_sparse_pickle(path) -> Tuple[Tensor, Tuple[int, int]]:
             raise ValueError(f'{path} is not a readable pickled sparse '
                              f'matrix ({e.__class__.__name__}: {e})') from None
     if not sp.issparse(matrix):
-        raise ValueError(f'{path} holds a {type(matrix).__name__}, not a SciPy '
-                         f'sparse matrix')
+        raise ValueError(f'{path} holds a {type(matrix).__name__}, not a '
+                         f'SciPy sparse matrix')
     try:
         coo = sp.coo_matrix(matrix)
         rows = np.asarray(coo.row, dtype=np.int64)

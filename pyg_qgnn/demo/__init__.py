@@ -9,17 +9,20 @@ Sections:
          test Recall@20, NDCG@20, stored embedding bytes.
   prune  GCN on Cora at 50% and 90% global sparsity, with and without
          fine-tuning: test accuracy, exact sparse checkpoint bytes.
+  binary DGCNN on ModelNet40 point clouds: float against a binary DGCNN
+         (bit-packed deployment): test accuracy, stored bytes, and the
+         Hamming-space kNN against the float kNN.
 """
 import json
 import time
 from typing import List, Optional, Sequence
 
 from pyg_qgnn import cli
-from pyg_qgnn.demo import gnaq, prune, quant
+from pyg_qgnn.demo import binary, gnaq, prune, quant
 
 #: Section name -> its module: ``add_arguments(parser)`` adds the section's
 #: own flags, ``run(args)`` prints its table and returns its JSON rows.
-SECTIONS = {'quant': quant, 'gnaq': gnaq, 'prune': prune}
+SECTIONS = {'quant': quant, 'gnaq': gnaq, 'prune': prune, 'binary': binary}
 
 
 def section_path(path: Optional[str], section: str, sections: Sequence[str]

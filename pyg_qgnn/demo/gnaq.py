@@ -31,11 +31,12 @@ def run(args) -> List[dict]:
     seeds = min(args.seeds, args.gnaq_seeds)
     with tqdm(disable=args.no_progress, desc='gnaq validations') as bar:
         rows, _ = compare_recommenders(
-            data, ['fp32', 'gnaq'], embedding_dim=64, bits=2, epochs=40,
+            data, ['fp32', 'gnaq'], embedding_dim=64, bits=2,
+            epochs=args.gnaq_epochs,
             finetune_epochs=args.gnaq_finetune_epochs, lr=5e-3,
             batch_size=1024, eval_every=5, patience=4, seeds=seeds,
             progress=lambda method, entry: bar.update())
-    name = (f'a SYNTHETIC stand-in for gowalla' if data.synthetic
+    name = ('a SYNTHETIC stand-in for gowalla' if data.synthetic
             else 'a Gowalla subsample')
     print(f'\nLightGCN on {name}: test metrics of the validation-selected '
           f'models, {seeds} seed(s)')
@@ -65,9 +66,13 @@ def add_arguments(parser):
                         metavar='N',
                         help=f'gnaq: users drawn from Gowalla (default: '
                         f'{USERS})')
+    parser.add_argument('--gnaq-epochs', type=cli.positive_int, default=40,
+                        metavar='N',
+                        help='gnaq: most float LightGCN epochs (default: 40)')
     parser.add_argument('--gnaq-finetune-epochs', type=cli.positive_int,
                         default=10, metavar='N',
-                        help='gnaq: most GNAQ fine-tuning epochs (default: 10)')
+                        help='gnaq: most GNAQ fine-tuning epochs '
+                        '(default: 10)')
     parser.add_argument('--gnaq-seeds', type=cli.positive_int, default=1,
                         metavar='N',
                         help='gnaq: at most this many of --seeds (recommender '

@@ -13,12 +13,13 @@ pyg_qgnn.deploy.save.
 from typing import List
 
 from pyg_qgnn import cli
-from pyg_qgnn.prune.study import aggregate, load_task, pruning_sweep
+from pyg_qgnn.prune.study import aggregate, pruning_sweep
+from pyg_qgnn.prune.tasks import load_task
 from pyg_qgnn.train import markdown_table
 
 
 def run_prune(dataset: str = 'Cora', root=None, seeds: int = 5,
-              epochs: int = 100, finetune_epochs: int = 30,
+              epochs: int = 100, finetune_epochs: int = 20,
               sparsities=(0.0, 0.5, 0.9), progress: bool = True):
     r"""Rows (one per sparsity and fine-tuning) and the task they come
     from."""
@@ -87,8 +88,8 @@ def add_arguments(parser):
     parser.add_argument('--prune-epochs', type=cli.positive_int, default=100,
                         help='training epochs of the dense GCN (default: 100)')
     parser.add_argument('--prune-finetune-epochs', type=cli.positive_int,
-                        default=30,
-                        help='fine-tuning epochs after pruning (default: 30)')
+                        default=20,
+                        help='fine-tuning epochs after pruning (default: 20)')
     parser.add_argument('--prune-sparsities', nargs='+', metavar='S',
                         type=cli.number_in(0, 0.99), default=[0.0, 0.5, 0.9],
                         help='global sparsities, each in [0, 0.99] '

@@ -14,7 +14,7 @@ read the same FP8 levels and run the same propagation.
 
 .. code-block:: python
 
-    deployed = deploy.convert(gnaq_model.eval())   # or DeployedGNAQ.from_trained
+    deployed = deploy.convert(gnaq_model.eval())  # DeployedGNAQ.from_trained
     deployed.attach_graph(data.train, data.num_users)
     deployed.recommend(torch.arange(1024), k=20)   # (1024, 20) item ids
     deployed.save('gnaq.safetensors')

@@ -49,7 +49,7 @@ from pyg_qgnn.quantizers.binary import check_signs, unpack_signs
 from pyg_qgnn.quantizers.functional import check_floating
 
 KNN_IMPLS = ('auto', 'native', 'faiss', 'torch')
-METRICS = ('l2', 'hamming')
+METRICS = ('l2', 'xor')
 
 #: Distance matrix entries computed at once by the pure-PyTorch paths.
 _CHUNK = 1 << 22
@@ -128,13 +128,15 @@ def knn(x: Tensor, k: int, batch: Optional[Tensor] = None,
 
     .. math::
         \text{l2:}\ \|\mathbf{x}_i - \mathbf{x}_j\|_2, \qquad
-        \text{hamming:}\ \tfrac{1}{2}\big(d - \mathbf{x}_i^{\top}
+        \text{xor:}\ \tfrac{1}{2}\big(d - \mathbf{x}_i^{\top}
         \mathbf{x}_j\big)
 
-    The :obj:`"hamming"` metric is Eq. 21 of `Bahri et al., 2021
-    <https://arxiv.org/abs/2012.15823>`_: on :math:`\pm 1` features it is the
-    Hamming distance (same graph as :func:`hamming_knn` of their packed
-    codes), on real features the relaxation used in training.
+    The :obj:`"xor"` metric is the float relaxation of Eq. 21 of `Bahri et
+    al., 2021 <https://arxiv.org/abs/2012.15823>`_, named as in
+    :func:`~pyg_qgnn.nn.conv.knn_graph.knn_graph`: on :math:`\pm 1` features
+    it is the Hamming distance (same graph as :func:`hamming_knn` of their
+    packed codes, the name this library keeps for packed codes), on real
+    features the relaxation used in training.
 
     Args:
         x (torch.Tensor): Features :math:`(N, d)`, finite.
@@ -143,7 +145,7 @@ def knn(x: Tensor, k: int, batch: Optional[Tensor] = None,
             (default: :obj:`None`)
         loop (bool, optional): Count each point among its own candidates.
             (default: :obj:`False`)
-        metric (str, optional): :obj:`"l2"` or :obj:`"hamming"`.
+        metric (str, optional): :obj:`"l2"` or :obj:`"xor"`.
             (default: :obj:`"l2"`)
 
     Returns:

@@ -45,6 +45,10 @@ class WeightMask(nn.Module):
     Args:
         mask (torch.Tensor): Boolean tensor of the weight's shape;
             :obj:`True` keeps an entry.
+
+    Shapes:
+        - **input:** the weight, of the mask's shape
+        - **output:** the masked weight, same shape and dtype
     """
     def __init__(self, mask: Tensor):
         super().__init__()

@@ -196,7 +196,8 @@ def plot_panels(panels: Dict[str, Series], path: str, xlabel: str,
             ax.legend(fontsize=6)
     if note:
         fig.text(0.5, 0.5, note, ha='center', va='center', fontsize=9,
-                 color='gray', wrap=True)
+                 color='gray', wrap=True,
+                 bbox=dict(facecolor='white', edgecolor='lightgray'))
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -106,12 +106,17 @@ class NodeAwareQuantizer(Quantizer):
 
     The codes and levels are created from the first table the quantizer
     sees (:meth:`initialize`, the pretrained embedding). :meth:`forward`
-    returns :math:`\hat{\mathbf{E}}`; with :obj:`relation_aware=False` its
-    gradient also reaches :math:`\mathbf{E}` unchanged (straight through),
-    with :obj:`relation_aware=True` too, as the float encodings the
-    neighbour means are taken of. After each optimizer step,
-    :meth:`update_codes_` re-assigns the codes under the boundaries of the
-    updated levels.
+    returns :math:`\hat{\mathbf{E}}`; the gradient of
+    :math:`\hat{\mathbf{E}}` also reaches the float table
+    :math:`\mathbf{E}` unchanged, so the float encodings follow training.
+    After each optimizer step, :meth:`update_codes_` re-assigns the codes
+    under the boundaries of the updated levels, to each node's own
+    encoding (a straight-through estimate) or, with
+    :obj:`relation_aware=True`, to the mean of its neighbours' (Eq. 14):
+    then no code follows the straight-through gradient of its own node.
+    (Re-assigning from the neighbours' *quantized* values instead, with no
+    float table, smooths the embeddings a little more with every step: on
+    a Gowalla subsample it took validation Recall@20 from 0.35 to 0.19.)
 
     Args:
         bits (int, optional): Code width :math:`b` in :math:`[1, 8]`.
@@ -172,24 +177,32 @@ class NodeAwareQuantizer(Quantizer):
         the straight-through gradient to the float master copy)."""
         return round_to_fp8(self.levels)
 
+    def _embed(self, x: Tensor, levels: Tensor) -> Tensor:
+        self._check_table(x)
+        out = self.dequantize(self.codes, levels)
+        if x.requires_grad:  # the float encodings follow the gradient
+            out = out + (x - x.detach())
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.fake_quant_enabled:
             return x
         if not self.initialized:
             self.initialize(x)
-        self._check_table(x)
-        out = self.dequantize(self.codes, self.stored_levels())
-        if x.requires_grad:  # the float encodings follow the gradient
-            out = out + (x - x.detach())
-        return out
+        return self._embed(x, self.stored_levels())
 
     def extended(self, x: Tensor) -> Tensor:
         r"""The input of message passing, :math:`[\hat{\mathbf{E}},
         \mathbf{S}]` (Eq. 11) with DQS, else :math:`\hat{\mathbf{E}}`."""
-        out = self(x)
-        if not (self.dynamic_step and self.fake_quant_enabled):
+        if not self.fake_quant_enabled:
+            return x
+        if not self.initialized:
+            self.initialize(x)
+        levels = self.stored_levels()
+        out = self._embed(x, levels)
+        if not self.dynamic_step:
             return out
-        return torch.cat([out, self.stored_levels().to(out.dtype)], dim=1)
+        return torch.cat([out, levels.to(out.dtype)], dim=1)
 
     @property
     def extra_channels(self) -> int:

@@ -2,7 +2,7 @@ r"""Plain quantization-aware training."""
 from dataclasses import dataclass
 from typing import Sequence
 
-from pyg_qgnn.nn import QUANT_POINTS
+from pyg_qgnn.nn.quant_layer import ALL_QUANT_POINTS
 from pyg_qgnn.quantizers import IntegerQuantizer, Quantizer
 from pyg_qgnn.quantizers.functional import GRADS, check_bits
 from pyg_qgnn.quantizers.observers import OBSERVERS
@@ -29,8 +29,9 @@ class QAT(QuantScheme):
             (default: :obj:`"ste"`)
         points (Sequence[str], optional): The points quantized, among
             :obj:`"input"`, :obj:`"weight"`, :obj:`"message"`,
-            :obj:`"aggregate"`, :obj:`"output"`; per-edge messages are the
-            costliest. (default: :obj:`("input", "weight", "aggregate")`)
+            :obj:`"aggregate"`, :obj:`"output"` and, for attention layers,
+            :obj:`"attention"`; per-edge messages are the costliest.
+            (default: :obj:`("input", "weight", "aggregate")`)
     """
     bits: int = 8
     observer: str = 'per'
@@ -45,7 +46,7 @@ class QAT(QuantScheme):
         if self.grad not in GRADS:
             raise ValueError(f"'grad' must be one of {GRADS} "
                              f"(got {self.grad!r})")
-        self.points = check_points(self.points, QUANT_POINTS)
+        self.points = check_points(self.points, ALL_QUANT_POINTS)
 
     def quantizer(self, point, layer):
         if point not in self.points:

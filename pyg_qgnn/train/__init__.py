@@ -1,6 +1,7 @@
 r"""Training loops shared by the demo, the examples and the benchmarks:
-full-batch node classification and k-fold graph classification, both with
-model selection on validation data, and mean ± std result tables."""
+full-batch node classification, k-fold graph classification and point-cloud
+classification (float and binary DGCNN), all with model selection on
+validation data, and mean ± std result tables."""
 from pyg_qgnn.train.compare import (
     MethodRow,
     compare_on_graphs,
@@ -18,6 +19,14 @@ from pyg_qgnn.train.graph import (
 from pyg_qgnn.train.methods import METHODS, Method
 from pyg_qgnn.train.node import NodeResult, evaluate_nodes, \
     train_node_classifier
+from pyg_qgnn.train.pointcloud import (
+    PointCloudRecipe,
+    PointCloudResult,
+    evaluate_point_classifier,
+    holdout_split,
+    run_point_cloud_recipe,
+    train_point_classifier,
+)
 from pyg_qgnn.train.recsys import (
     RecResult,
     TripleSampler,
@@ -61,4 +70,10 @@ __all__ = [
     'TripleSampler',
     'bpr_loss',
     'lambda_loss',
+    'PointCloudRecipe',
+    'PointCloudResult',
+    'run_point_cloud_recipe',
+    'train_point_classifier',
+    'evaluate_point_classifier',
+    'holdout_split',
 ]

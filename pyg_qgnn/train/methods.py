@@ -77,3 +77,48 @@ class Method:
         if isinstance(scheme, A2Q):
             return float(scheme.average_bits(model).detach())
         return float(self.bits)
+
+
+def add_method_arguments(parser, a2q_target: Optional[float] = 2.5):
+    r"""The flags that choose and tune the compared methods (``--method``,
+    ``--bits``, ``--observer``, ``--grad``, ``--quant-lr``,
+    ``--a2q-target``, learning rates), shared by the examples; read them
+    back with :func:`methods_from_args`."""
+    from pyg_qgnn import cli
+
+    parser.add_argument('--method', nargs='+', default=list(METHODS),
+                        type=cli.choice(list(METHODS)),
+                        help='methods to compare; FP32 always runs, as the '
+                        'start of the others (default: all)')
+    parser.add_argument('--bits', nargs='+', type=cli.bit_width,
+                        default=[8, 4],
+                        help='bit widths, each in 1..8; A²Q starts at each '
+                        '(default: 8 4)')
+    parser.add_argument('--lr', type=cli.positive_float, default=0.01,
+                        help='float learning rate (default: 0.01)')
+    parser.add_argument('--finetune-lr', type=cli.positive_float,
+                        default=0.005,
+                        help='fine-tuning learning rate (default: 0.005)')
+    parser.add_argument('--quant-lr', type=cli.positive_float, default=0.05,
+                        help='learning rate of A²Q steps and bit widths '
+                        '(default: 0.05)')
+    parser.add_argument('--observer', choices=['abs', 'mom', 'per'],
+                        default='per',
+                        help='QAT/DQ range observer (default: per)')
+    parser.add_argument('--grad', choices=['ste', 'clipped'], default='ste',
+                        help='QAT/DQ gradient: straight-through or clipped '
+                        '(the compression study\'s "gc") (default: ste)')
+    parser.add_argument('--a2q-target', type=cli.number_in(1, 8),
+                        default=a2q_target,
+                        help=f'average bit width A²Q\'s memory penalty pulls '
+                        f'towards (default: {a2q_target or "none, no penalty"})')
+
+
+def methods_from_args(args, a2q_groups: Optional[int] = None) -> list:
+    r"""FP32, then every quantized method of :obj:`args.method` at each of
+    :obj:`args.bits`, as :class:`Method` rows."""
+    return [Method('fp32')] + [
+        Method(name, bits, args.observer, args.grad,
+               a2q_target=args.a2q_target, a2q_groups=a2q_groups,
+               quant_lr=args.quant_lr)
+        for name in args.method if name != 'fp32' for bits in args.bits]

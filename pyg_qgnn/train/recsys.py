@@ -36,13 +36,6 @@ from pyg_qgnn.train.results import markdown_table, seed_everything, summarize
 LOSSES = ('bpr', 'bpr+lambda')
 
 
-def normalized_adjacency(data: RecSysData) -> Tensor:
-    r"""The normalized training adjacency of :obj:`data`
-    (:meth:`RecSysData.adjacency`), the :obj:`adj` every recommender here
-    takes."""
-    return data.adjacency()
-
-
 def lightgcn(num_users: int, num_items: int, embedding_dim: int = 64,
              num_layers: int = 3, std: float = 0.1) -> LightGCN:
     r"""PyG's :class:`~torch_geometric.nn.models.LightGCN` for
@@ -51,7 +44,7 @@ def lightgcn(num_users: int, num_items: int, embedding_dim: int = 64,
     (PyG's Xavier default trains poorly), its layers
     :class:`~pyg_qgnn.nn.QuantLGConv` without quantizers: the same
     computation as :class:`LGConv` (tested) with a faster sparse backward.
-    Layers take the pre-normalized :func:`normalized_adjacency`."""
+    Layers take the pre-normalized :meth:`RecSysData.adjacency`."""
     for name, value in dict(embedding_dim=embedding_dim,
                             num_layers=num_layers).items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -192,10 +185,28 @@ def lambda_loss(scores: Tensor, relevance: Tensor,
     return (eta * F.softplus(-margin)).sum(dim=(1, 2)).mean()
 
 
-def _ego(model: nn.Module, index: Tensor) -> Tensor:
-    if hasattr(model, 'ego_embedding'):
-        return model.ego_embedding(index)
-    return model.embedding.weight[index]
+def triple_loss(model: nn.Module, adj: Tensor, users: Tensor, pos: Tensor,
+                neg: Tensor, num_users: int, reg: float,
+                loss: str = 'bpr') -> Tensor:
+    r"""The loss of a batch of triples: BPR with L2 on the layer-0
+    embeddings of the users, positives and first negatives (Eq. 15), plus
+    with :obj:`loss="bpr+lambda"` the NDCG-weighted :func:`lambda_loss` of
+    each list [positive, negatives] (Eq. 17)."""
+    out = model.get_embedding(adj)
+    user_emb = out[users].unsqueeze(1)
+    pos_scores = (user_emb * out[num_users + pos].unsqueeze(1)).sum(-1)
+    neg_scores = (user_emb * out[num_users + neg]).sum(-1)
+    index = torch.cat([users, num_users + pos, num_users + neg[:, 0]])
+    # Models with a quantized table regularize what they propagate.
+    ego = model.ego_embedding(index) if hasattr(model, 'ego_embedding') \
+        else model.embedding.weight[index]
+    total = bpr_loss(pos_scores.view(-1), neg_scores, ego, reg)
+    if loss == 'bpr+lambda':
+        scores = torch.cat([pos_scores, neg_scores], dim=1)
+        relevance = torch.zeros_like(scores)
+        relevance[:, 0] = 1
+        total = total + lambda_loss(scores, relevance)
+    return total
 
 
 @dataclass
@@ -218,7 +229,7 @@ def node_embeddings(model: nn.Module, data: RecSysData,
     r"""The final user and item embeddings of :obj:`model` in evaluation
     mode."""
     device = model.embedding.weight.device
-    adj = (normalized_adjacency(data) if adj is None else adj).to(device)
+    adj = (data.adjacency() if adj is None else adj).to(device)
     model.eval()
     out = model.get_embedding(adj)
     return out[:data.num_users], out[data.num_users:]
@@ -279,7 +290,7 @@ def train_recommender(model: nn.Module, data: RecSysData, epochs: int,
         ks (sequence of int, optional): Cut-offs. (default: :obj:`(10, 20)`)
         seed (int, optional): Seeds sampling and initialization order.
             (default: :obj:`0`)
-        adj (torch.Tensor, optional): :func:`normalized_adjacency` of
+        adj (torch.Tensor, optional): :meth:`RecSysData.adjacency` of
             :obj:`data`, if already built. (default: :obj:`None`)
         progress (callable, optional): Called with each history entry.
             (default: :obj:`None`)
@@ -290,7 +301,7 @@ def train_recommender(model: nn.Module, data: RecSysData, epochs: int,
     _check_training_args(epochs, lr, eval_every, patience, loss, select, ks)
     seed_everything(seed)
     device = model.embedding.weight.device
-    adj = (normalized_adjacency(data) if adj is None else adj).to(device)
+    adj = (data.adjacency() if adj is None else adj).to(device)
     sampler = TripleSampler(data, batch_size, num_negatives, seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
@@ -305,21 +316,8 @@ def train_recommender(model: nn.Module, data: RecSysData, epochs: int,
         for users, pos, neg in sampler:
             users, pos, neg = users.to(device), pos.to(device), neg.to(device)
             optimizer.zero_grad()
-            out = model.get_embedding(adj)
-            user_emb = out[users].unsqueeze(1)
-            pos_emb = out[data.num_users + pos].unsqueeze(1)
-            neg_emb = out[data.num_users + neg]
-            pos_scores = (user_emb * pos_emb).sum(-1).view(-1)
-            neg_scores = (user_emb * neg_emb).sum(-1)
-            index = torch.cat([users, data.num_users + pos,
-                               data.num_users + neg[:, 0]])
-            step_loss = bpr_loss(pos_scores, neg_scores, _ego(model, index),
-                                 reg)
-            if loss == 'bpr+lambda':
-                scores = torch.cat([pos_scores.view(-1, 1), neg_scores], 1)
-                relevance = torch.zeros_like(scores)
-                relevance[:, 0] = 1
-                step_loss = step_loss + lambda_loss(scores, relevance)
+            step_loss = triple_loss(model, adj, users, pos, neg,
+                                    data.num_users, reg, loss)
             step_loss.backward()
             optimizer.step()
             if after_step is not None:
@@ -449,12 +447,15 @@ class RecRow:
 def save_pretrained(model: LightGCN, path: str, data: RecSysData):
     r"""Writes the embedding table and layer weights of a trained float
     :obj:`model` to a safetensors file (no pickled code)."""
-    from safetensors.torch import save_file
-    save_file({'embedding.weight': model.embedding.weight.detach().cpu()
-               .contiguous(), 'alpha': model.alpha.detach().cpu()},
-              path, metadata=dict(format='pyg_qgnn.lightgcn',
-                                  num_users=str(data.num_users),
-                                  num_items=str(data.num_items)))
+    from safetensors.torch import save as to_bytes
+    payload = to_bytes(
+        {'embedding.weight': model.embedding.weight.detach().cpu()
+         .contiguous(), 'alpha': model.alpha.detach().cpu()},
+        metadata=dict(format='pyg_qgnn.lightgcn',
+                      num_users=str(data.num_users),
+                      num_items=str(data.num_items)))
+    with open(path, 'wb') as f:  # its mode follows the umask
+        f.write(payload)
 
 
 def load_pretrained(path: str, data: RecSysData,
@@ -497,7 +498,8 @@ def compare_recommenders(data: RecSysData, methods: Sequence[str],
                          patience: Optional[int] = 10, seeds: int = 1,
                          pretrained: Optional[LightGCN] = None,
                          device: str = 'cpu',
-                         progress: Optional[Callable[[str, dict], None]] = None,
+                         progress: Optional[Callable[[str, dict],
+                                                     None]] = None,
                          save_float: Optional[str] = None
                          ) -> Tuple[List[RecRow], List[dict]]:
     r"""Per seed, trains (or takes :obj:`pretrained`) a float LightGCN,

@@ -185,7 +185,7 @@ def test_float_metrics_on_signs_equal_hamming(loop):
     x = signs(sum(sizes), 21, seed=2)
     batch = batch_of(sizes)
     expected = hamming_knn(pack_signs(x), 6, batch, num_bits=21, loop=loop)
-    for metric in ('l2', 'hamming'):
+    for metric in ('l2', 'xor'):
         assert torch.equal(knn(x, 6, batch, loop=loop, metric=metric),
                            expected)
 
@@ -193,7 +193,7 @@ def test_float_metrics_on_signs_equal_hamming(loop):
 def test_float_knn_orders_negative_inner_products():
     # Eq. 21 on real features can be negative; order must still hold.
     x = torch.tensor([[2.0, 0.0], [-3.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
-    out = knn(x, 3, metric='hamming', loop=True)
+    out = knn(x, 3, metric='xor', loop=True)
     # Centre 0: (d - x0.xj) / 2 = 1 - xj0 -> j=0: -1, j=1: 4, j=2: 0, j=3: 0.5
     assert out[0, :3].tolist() == [0, 2, 3]
 

@@ -29,3 +29,17 @@ def load_example(script: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def assert_parse_error(parser, args, argument: str, capsys):
+    r"""In-process twin of :func:`assert_one_line_error` for arguments the
+    parser itself refuses (no interpreter start-up per case)."""
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), err
+    assert argument in lines[0]

@@ -1,11 +1,22 @@
+import importlib.util
 import json
 
 import pytest
 
+from pyg_qgnn import cli
 from tests.conftest import SHARED_DATA, has_shared
-from tests.examples.conftest import assert_one_line_error, run_example
+from tests.examples.conftest import EXAMPLES, assert_one_line_error, \
+    run_example
 
 SCRIPT = 'compression_study.py'
+
+
+def script():
+    spec = importlib.util.spec_from_file_location('compression_study',
+                                                  EXAMPLES / SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.skipif(not has_shared('Cora'), reason='shared Cora data absent')
@@ -48,14 +59,23 @@ def test_help_says_what_it_measures():
     (['--bits', '9'], '--bits'),
     (['--parts', 'distill'], '--parts'),
     (['--root', '/nonexistent'], '--root'),
-    (['--task', 'graph', '--dataset', 'Cora'], '--dataset'),
+    (['--plot-dir', '{file}'], '--plot-dir'),
 ])
-def test_bad_arguments(args, argument):
-    assert_one_line_error(run_example(SCRIPT, *args), argument)
-
-
-def test_plot_dir_that_is_a_file(tmp_path):
+def test_bad_arguments_fail_before_any_work(tmp_path, capsys, args,
+                                            argument):
     file = tmp_path / 'a_file'
     file.write_text('x')
-    assert_one_line_error(run_example(SCRIPT, '--plot-dir', str(file)),
-                          '--plot-dir')
+    module = script()
+    argv = [a.format(file=file) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(module.main, module.build_parser(), argv, exit=False)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: argument ' +
+                                                   argument)
+
+
+def test_dataset_of_another_task_is_a_one_line_error():
+    # Through the real command line: exit status 2, one line, no traceback.
+    assert_one_line_error(run_example(SCRIPT, '--task', 'graph', '--dataset',
+                                      'Cora'), '--dataset')

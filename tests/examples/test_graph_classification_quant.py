@@ -5,6 +5,7 @@ import pytest
 from tests.conftest import SHARED_DATA, has_shared
 from tests.examples.conftest import (
     assert_one_line_error,
+    assert_parse_error,
     load_example,
     run_example,
 )
@@ -68,5 +69,10 @@ def test_offline_stand_in_is_announced(monkeypatch, capsys, tmp_path):
     (['--a2q-groups', '0'], '--a2q-groups'),
     (['--json', '/dev/null/x.json'], '--json'),
 ])
-def test_bad_arguments(args, argument):
-    assert_one_line_error(run_example(SCRIPT, *args), argument)
+def test_bad_arguments(args, argument, capsys):
+    parser = load_example(SCRIPT).build_parser()
+    assert_parse_error(parser, args, argument, capsys)
+
+
+def test_bad_argument_from_the_command_line():
+    assert_one_line_error(run_example(SCRIPT, '--bits', '9'), '--bits')

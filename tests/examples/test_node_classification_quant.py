@@ -3,7 +3,12 @@ import json
 import pytest
 
 from tests.conftest import SHARED_DATA, has_shared
-from tests.examples.conftest import assert_one_line_error, run_example
+from tests.examples.conftest import (
+    assert_one_line_error,
+    assert_parse_error,
+    load_example,
+    run_example,
+)
 
 SCRIPT = 'node_classification_quant.py'
 
@@ -42,5 +47,10 @@ def test_help_says_what_it_measures():
     (['--a2q-target', '0.5'], '--a2q-target'),
     (['--root', '/nonexistent'], '--root'),
 ])
-def test_bad_arguments(args, argument):
-    assert_one_line_error(run_example(SCRIPT, *args), argument)
+def test_bad_arguments(args, argument, capsys):
+    parser = load_example(SCRIPT).build_parser()
+    assert_parse_error(parser, args, argument, capsys)
+
+
+def test_bad_argument_from_the_command_line():
+    assert_one_line_error(run_example(SCRIPT, '--bits', '9'), '--bits')

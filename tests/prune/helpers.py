@@ -1,6 +1,8 @@
 import torch
 from torch_geometric.data import Data
 
+from pyg_qgnn.datasets import LoadedGraph, contextual_sbm
+
 
 def two_community_graph(n=40, features=8, seed=0):
     r"""A small two-class graph with public-split-style masks."""
@@ -22,3 +24,11 @@ def random_graph(nodes=30, edges=90, features=8, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(nodes, features, generator=gen),
             torch.randint(nodes, (2, edges), generator=gen))
+
+
+def graph():
+    r"""A small synthetic stand-in for Cora, as :func:`load_planetoid`
+    returns one."""
+    data = contextual_sbm(200, 2, 32, train_per_class=10, num_val=50,
+                          num_test=100)
+    return LoadedGraph(data, 2, 'synthetic', 'synthetic split', True, 'Cora')

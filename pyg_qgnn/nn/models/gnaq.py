@@ -102,7 +102,7 @@ class QuantLightGCN(LightGCN):
                 conv))
         twin = cls(model.num_nodes, model.embedding_dim, model.num_layers,
                    model.alpha.clone(), **kwargs)
-        twin.load_state_dict(model.state_dict(), strict=False)
+        twin.load_state_dict(model.state_dict())
         twin = twin.to(model.embedding.weight.device)
         quantizer = copy.deepcopy(embedding_quantizer)
         if isinstance(quantizer, NodeAwareQuantizer):
