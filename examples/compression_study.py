@@ -156,14 +156,14 @@ def main(args):
               desc='study (runs x settings)') as bar:
         for task, models in tasks:
             records += run_task(task, models, args, bar)
+            write_rows(study.aggregate(records), args.json)  # keep progress
     rows = study.aggregate(records)
     tables = all_tables(rows)
     print('\n' + tables)
     print(f'\n({time.perf_counter() - start:.0f} s; runs = seeds for Cora, '
           f'folds for graph tasks; n/a = not measurable on this machine)')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=2)
+        write_rows(rows, args.json)
         print(f'rows written to {args.json}')
     if args.markdown:
         with open(args.markdown, 'w') as f:
@@ -173,6 +173,12 @@ def main(args):
         paths = write_figures(rows, args.plot_dir)
         print(f'{len(paths)} figures written to {args.plot_dir}')
     return rows
+
+
+def write_rows(rows: list, path) -> None:
+    if path:
+        with open(path, 'w') as f:
+            json.dump(rows, f, indent=2)
 
 
 def output_dir(text: str) -> str:

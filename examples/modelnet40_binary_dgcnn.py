@@ -57,11 +57,11 @@ from pyg_qgnn.train.pointcloud import (
 
 #: --quick: a small DGCNN on few points with short schedules.
 QUICK = dict(points=256, k=10, conv_channels=[32, 32, 64, 128],
-             embed_channels=256, hidden_channels=[128], teacher_epochs=20,
-             epochs=8)
+             embed_channels=256, hidden_channels=[128], teacher_epochs=40,
+             epochs=10, batch_size=16)
 PAPER = dict(points=1024, k=20, conv_channels=[64, 64, 128, 256],
              embed_channels=1024, hidden_channels=[512, 256],
-             teacher_epochs=250, epochs=None)
+             teacher_epochs=250, epochs=None, batch_size=32)
 
 
 def check_combinations(args):
@@ -227,13 +227,13 @@ def build_parser():
                         '256; 128 with --quick)')
     parser.add_argument('--epochs', type=cli.positive_int, default=None,
                         help='epochs of each binary stage (default: the '
-                        'paper\'s 250/350/350; 8 with --quick)')
+                        'paper\'s 250/350/350; 10 with --quick)')
     parser.add_argument('--teacher-epochs', type=cli.positive_int,
                         default=None,
-                        help='epochs of the float DGCNN (default: 250; 20 '
+                        help='epochs of the float DGCNN (default: 250; 40 '
                         'with --quick)')
-    parser.add_argument('--batch-size', type=cli.positive_int, default=32,
-                        help='clouds per step (default: 32)')
+    parser.add_argument('--batch-size', type=cli.positive_int, default=None,
+                        help='clouds per step (default: 32; 16 with --quick)')
     parser.add_argument('--val-fraction', type=cli.number_in(0.01, 0.9),
                         default=0.2,
                         help='share of each class\'s training shapes held out '

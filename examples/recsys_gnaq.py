@@ -38,7 +38,8 @@ from pyg_qgnn.train.recsys import (
 
 #: --quick: a subsample and short schedules that run in minutes on a CPU.
 QUICK = dict(users=3000, min_item_interactions=5, epochs=60,
-             finetune_epochs=20, eval_every=5, lr=5e-3, batch_size=1024)
+             finetune_epochs=20, eval_every=5, lr=5e-3, batch_size=1024,
+             threads=1)
 
 
 def embedding_dim(text: str) -> int:
@@ -60,7 +61,7 @@ def main(args):
         raise cli.UserError('argument --device: CUDA is not available here')
     if args.quick:
         for key in ('epochs', 'finetune_epochs', 'eval_every', 'lr',
-                    'batch_size'):
+                    'batch_size', 'threads'):
             if getattr(args, key) is None:
                 setattr(args, key, QUICK[key])
     defaults = dict(epochs=1000, finetune_epochs=200, eval_every=10,
@@ -79,6 +80,8 @@ def main(args):
     if args.pretrained:
         with cli.user_input('--pretrained'):
             pretrained = load_pretrained(args.pretrained, data, args.dim)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     methods = methods_from(args)
     bar = tqdm(disable=args.no_progress, desc='validations', unit='eval')
 
@@ -187,6 +190,10 @@ def build_parser():
                         'interactions) and short schedules: the whole path in '
                         'minutes on a CPU; metrics not comparable to the full '
                         'data')
+    parser.add_argument('--threads', type=cli.positive_int, default=None,
+                        help='torch.set_num_threads(THREADS) (default: '
+                        'PyTorch\'s choice; 1 with --quick, whose small '
+                        'tensors gain nothing from threads)')
     parser.add_argument('--device', type=cli.choice(['cpu', 'cuda']),
                         default='cpu', help='cpu or cuda (default: cpu)')
     parser.add_argument('--json', type=cli.output_path, metavar='PATH',

@@ -241,3 +241,11 @@ def test_layer_throughput_binary_edge_convs(tmp_path):
     assert [r['case'] for r in records] == [
         'BinEdgeConv/100x400/train', 'BinEdgeConv/100x400/inference',
         'XorEdgeConv/100x400/train', 'XorEdgeConv/100x400/inference']
+
+
+def test_layer_throughput_lgconv(tmp_path):
+    records = run_benchmark('layer_throughput.py', tmp_path / 'out.json',
+                            '--layers', 'LGConv', '--features', '16',
+                            '--sizes', '300:1200')
+    assert [r['case'] for r in records] == ['LGConv/300x1200/train',
+                                            'LGConv/300x1200/inference']

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_on_cora_writes_rows(tmp_path, capsys):
     out = tmp_path / 'rows.json'
     plot = tmp_path / 'rows.png'
-    main(['demo', '--root', str(SHARED_DATA), '--seeds', '2', '--epochs', '30',
+    main(['demo', '--only', 'quant', '--root', str(SHARED_DATA), '--seeds',
+          '2', '--epochs', '30',
           '--finetune-epochs', '10', '--json', str(out), '--plot', str(plot),
           '--no-progress'])
     rows = json.loads(out.read_text())
@@ -49,9 +50,9 @@ def test_demo_synthetic_fallback_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr('pyg_qgnn.datasets.planetoid._download',
                         lambda name: (_ for _ in ()).throw(OSError('offline')))
     out = tmp_path / 'rows.json'
-    main(['demo', '--seeds', '1', '--epochs', '5', '--finetune-epochs', '2',
-          '--bits', '8', '--methods', 'qat', '--no-progress', '--json',
-          str(out)])
+    main(['demo', '--only', 'quant', '--seeds', '1', '--epochs', '5',
+          '--finetune-epochs', '2', '--bits', '8', '--methods', 'qat',
+          '--no-progress', '--json', str(out)])
     printed = capsys.readouterr().out
     assert 'SYNTHETIC' in printed and '| QAT | 8 |' in printed
     # The title can never be read as a result on Cora.
@@ -143,8 +144,8 @@ def test_missing_output_folder_is_created_before_work(tmp_path, monkeypatch):
                             AssertionError('folder must exist before work')
                             if not (tmp_path / 'new').is_dir() else
                             KeyboardInterrupt()))
-    assert main(['demo', '--json', str(tmp_path / 'new' / 'rows.json'),
-                 '--no-progress']) == 130
+    assert main(['demo', '--only', 'quant', '--json',
+                 str(tmp_path / 'new' / 'rows.json'), '--no-progress']) == 130
 
 
 def test_run_demo_rejects_nonpositive_counts():

@@ -58,8 +58,8 @@ def add_arguments(parser):
                         type=cli.choice(list(SECTIONS)),
                         help=f'run only these sections, among '
                         f'{", ".join(SECTIONS)} (default: all)')
-    parser.add_argument('--seeds', type=cli.positive_int, default=5,
-                        help='number of seeds (default: 5)')
+    parser.add_argument('--seeds', type=cli.positive_int, default=3,
+                        help='number of seeds (default: 3)')
     parser.add_argument('--json', default=None, metavar='PATH',
                         type=cli.output_path,
                         help='write the rows of every section as one JSON '

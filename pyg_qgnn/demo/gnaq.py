@@ -11,6 +11,7 @@ node); how many times smaller than the float table.
 from dataclasses import asdict
 from typing import List
 
+import torch
 from tqdm.auto import tqdm
 
 from pyg_qgnn import cli
@@ -29,13 +30,20 @@ def run(args) -> List[dict]:
                           MIN_ITEM_INTERACTIONS)
     print(f'[pyg_qgnn] {data.describe()}')
     seeds = min(args.seeds, args.gnaq_seeds)
-    with tqdm(disable=args.no_progress, desc='gnaq validations') as bar:
-        rows, _ = compare_recommenders(
-            data, ['fp32', 'gnaq'], embedding_dim=64, bits=2,
-            epochs=args.gnaq_epochs,
-            finetune_epochs=args.gnaq_finetune_epochs, lr=5e-3,
-            batch_size=1024, eval_every=5, patience=4, seeds=seeds,
-            progress=lambda method, entry: bar.update())
+    # Tensors this small gain nothing from threads, which lose a lot
+    # waiting for each other on a busy machine (20x here).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tqdm(disable=args.no_progress, desc='gnaq validations') as bar:
+            rows, _ = compare_recommenders(
+                data, ['fp32', 'gnaq'], embedding_dim=64, bits=2,
+                epochs=args.gnaq_epochs,
+                finetune_epochs=args.gnaq_finetune_epochs, lr=5e-3,
+                batch_size=1024, eval_every=5, patience=4, seeds=seeds,
+                progress=lambda method, entry: bar.update())
+    finally:
+        torch.set_num_threads(threads)
     name = ('a SYNTHETIC stand-in for gowalla' if data.synthetic
             else 'a Gowalla subsample')
     print(f'\nLightGCN on {name}: test metrics of the validation-selected '

@@ -13,13 +13,9 @@ TINY = ['--only', 'binary', '--binary-points', '32', '--binary-epochs', '1',
 
 
 @pytest.fixture(autouse=True)
-def small_and_single_threaded(monkeypatch):
+def small_knn_case(monkeypatch):
     monkeypatch.setattr(binary, 'KNN_CASE', dict(clouds=2, points=64,
                                                  dims=16, k=4))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def check_rows(rows, source):
@@ -59,7 +55,9 @@ def test_offline_stand_in_is_announced(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(modelnet, 'synthetic_shapes',
                         lambda points, seed: shapes(points, 3, 1))
     out = tmp_path / 'rows.json'
+    threads = torch.get_num_threads()
     main(['demo', *TINY, '--json', str(out)])
+    assert torch.get_num_threads() == threads  # trains on one, restores
     check_rows(json.loads(out.read_text()), 'synthetic')
     assert 'on a SYNTHETIC stand-in for ModelNet40' in capsys.readouterr().out
 

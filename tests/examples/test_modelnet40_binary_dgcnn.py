@@ -8,6 +8,7 @@ from pyg_qgnn import cli, deploy
 from tests.conftest import SHARED_DATA, has_shared
 from tests.examples.conftest import (
     assert_one_line_error,
+    assert_parse_error,
     load_example,
     run_example,
 )
@@ -144,14 +145,24 @@ def test_empty_root_is_an_error(example, tmp_path):
     (['--points', '0'], '--points'),
     (['--k', '0'], '--k'),
     (['--val-fraction', '1.5'], '--val-fraction'),
-    (['--variant', 'float', '--lsp', 'rbf'], '--lsp'),
-    (['--variant', 'float', '--cascade'], '--cascade'),
-    (['--variant', 'rf', '--lsp', 'hamming'], '--lsp'),
     (['--teacher', '/nonexistent.safetensors'], '--teacher'),
     (['--json', '/dev/null/x.json'], '--json'),
 ])
-def test_bad_arguments(example, args, argument):
-    assert_one_line_error(run_in_process(example, *args), argument)
+def test_bad_arguments(example, args, argument, capsys):
+    assert_parse_error(example.build_parser(), args, argument, capsys)
+
+
+@pytest.mark.parametrize('args,argument', [
+    (['--variant', 'float', '--lsp', 'rbf'], '--lsp'),
+    (['--variant', 'float', '--cascade'], '--cascade'),
+    (['--variant', 'float', '--knn', 'hamming'], '--knn'),
+    (['--variant', 'rf', '--lsp', 'hamming'], '--lsp'),
+])
+def test_flags_that_do_not_fit_the_variant(example, args, argument,
+                                           tmp_path):
+    # Refused before any data is read (an empty --root would be an error).
+    assert_one_line_error(run_in_process(example, '--root', str(tmp_path),
+                                         *args), argument)
 
 
 def test_bad_argument_from_the_command_line():

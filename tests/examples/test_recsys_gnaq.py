@@ -1,9 +1,15 @@
+import importlib.util
 import json
 
 import pytest
 
+from pyg_qgnn import cli
 from tests.conftest import SHARED_DATA, has_shared
-from tests.examples.conftest import assert_one_line_error, run_example
+from tests.examples.conftest import (
+    EXAMPLES,
+    assert_one_line_error,
+    run_example,
+)
 
 SCRIPT = 'recsys_gnaq.py'
 #: --quick with even smaller schedules: the whole path in seconds.
@@ -40,12 +46,33 @@ def test_quick_run_on_gowalla(tmp_path):
                                       '--dim', '128'), '--pretrained')
 
 
-def test_root_without_data_is_an_error(tmp_path):
+def load_script():
+    spec = importlib.util.spec_from_file_location('recsys_gnaq',
+                                                  EXAMPLES / SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(capsys, *args) -> tuple:
+    r"""Exit status and stderr lines of the script's main, in this process
+    (no interpreter start-up per case)."""
+    script = load_script()
+    try:
+        status = cli.run(script.main, script.build_parser(), list(args),
+                         exit=False)
+    except SystemExit as e:  # argparse, before any work
+        status = e.code
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
+def test_root_without_data_is_an_error(tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
     # An explicit --root without data is an error, not a silent stand-in.
-    assert_one_line_error(run_example(SCRIPT, '--root', str(empty), *TINY),
-                          '--root')
+    status, err = run_in_process(capsys, '--root', str(empty), *TINY)
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith('error: argument --root: ')
 
 
 @pytest.mark.parametrize('args,argument', [
@@ -54,5 +81,7 @@ def test_root_without_data_is_an_error(tmp_path):
     (['--pretrained', '/nonexistent.safetensors'], '--pretrained'),
     (['--json', '/dev/null/x.json'], '--json'),
 ])
-def test_bad_arguments(args, argument):
-    assert_one_line_error(run_example(SCRIPT, *args), argument)
+def test_bad_arguments(capsys, args, argument):
+    status, err = run_in_process(capsys, *args)
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith('error: argument ' + argument)

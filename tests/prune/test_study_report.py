@@ -1,5 +1,3 @@
-import pytest
-
 from pyg_qgnn.prune.study_report import (
     all_tables,
     l2_table,
