@@ -124,8 +124,12 @@ class A2QQuantizer(Quantizer):
         \bar{b} = \mathrm{clamp}(\lfloor b\rceil, 1, 8)
 
     The rounding of :math:`b` has the straight-through gradient; training
-    forward passes project :math:`b` into :math:`[1, 8]` and :math:`\alpha`
-    above zero. The parameters are created on first use: one pair per row of
+    forward passes project :math:`b` into :math:`[1, 8]`. The step is
+    learned as its logarithm (:obj:`log_step`; :obj:`step` is its
+    exponential): the features of a hub and of a leaf differ by orders of
+    magnitude, and an optimizer like Adam, whose updates have the size of
+    its learning rate, then changes every node's step by the same
+    *relative* amount and never drives one to zero. The parameters are created on first use: one pair per row of
     that input (per node of the training graph), :math:`\alpha_i` covering
     :math:`\max_f |x_{if}|` at :obj:`init_bits` bits. The pair of row
     :math:`i` is :math:`g(i) = i` on a graph with that many nodes; on any
@@ -152,7 +156,7 @@ class A2QQuantizer(Quantizer):
         - **input:** :math:`(N, *)`, one row per node
         - **output:** :math:`(N, *)`
     """
-    _lazy_state = ('step', 'bit_width', 'is_signed', 'row_size')
+    _lazy_state = ('log_step', 'bit_width', 'is_signed', 'row_size')
 
     def __init__(self, init_bits: int = 4, num_groups: Optional[int] = None,
                  signed: Optional[bool] = None, grad: str = 'clipped'):
@@ -164,7 +168,7 @@ class A2QQuantizer(Quantizer):
         self.num_groups = num_groups
         self.signed = signed
         self.grad = grad
-        self.step = nn.Parameter(torch.empty(0))
+        self.log_step = nn.Parameter(torch.empty(0))
         self.bit_width = nn.Parameter(torch.empty(0))
         self.register_buffer('is_signed', torch.empty(0, dtype=torch.bool))
         self.register_buffer('row_size', torch.empty(0, dtype=torch.long))
@@ -172,7 +176,7 @@ class A2QQuantizer(Quantizer):
         self._has_run = False
 
     def reset_parameters(self):
-        self.step.data = self.step.data.new_empty(0)
+        self.log_step.data = self.log_step.data.new_empty(0)
         self.bit_width.data = self.bit_width.data.new_empty(0)
         self.is_signed = self.is_signed.new_empty(0)
         self.row_size = self.row_size.new_empty(0)
@@ -180,7 +184,13 @@ class A2QQuantizer(Quantizer):
 
     @property
     def initialized(self) -> bool:
-        return self.step.numel() > 0
+        return self.log_step.numel() > 0
+
+    @property
+    def step(self) -> Tensor:
+        r"""The step of every parameter pair :math:`(G)`, the exponential
+        of :obj:`log_step`."""
+        return self.log_step.exp()
 
     @property
     def bits(self) -> Union[int, str]:
@@ -214,9 +224,9 @@ class A2QQuantizer(Quantizer):
                       0.5) / self.num_groups
             peak = torch.quantile(peak, levels)
         bits = torch.full_like(peak, float(self.init_bits))
-        eps = torch.finfo(rows.dtype).eps
+        eps = torch.finfo(rows.dtype).eps  # an all-zero row: a finite log
         step = (peak / self._reach(bits)).clamp(min=eps)
-        self.step.data = step.to(rows.dtype)
+        self.log_step.data = step.to(rows.dtype).log()
         self.bit_width.data = bits.to(rows.dtype)
         self.row_size = torch.tensor([rows.size(1)], device=rows.device)
 
@@ -226,9 +236,10 @@ class A2QQuantizer(Quantizer):
         :math:`i` takes pair :math:`i`, else the nearest-neighbour choice
         :math:`(N)`."""
         rows = x.reshape(x.size(0), -1)
-        if self.num_groups is None and rows.size(0) == self.step.numel():
+        if (self.num_groups is None
+                and rows.size(0) == self.log_step.numel()):
             return None
-        reach = self.step.clamp(min=0) * self._reach(self.rounded_bits())
+        reach = self.step * self._reach(self.rounded_bits())
         ordered, order = reach.sort()
         peak = rows.abs().amax(dim=1).to(ordered.dtype)
         upper = torch.searchsorted(ordered, peak)
@@ -258,7 +269,6 @@ class A2QQuantizer(Quantizer):
             self._initialize(rows)
         if self.training:  # projection, outside autograd
             self.bit_width.data.clamp_(MIN_BITS, MAX_BITS)
-            self.step.data.clamp_(min=torch.finfo(self.step.dtype).eps)
         index = self.assign(rows)
         self._last_index, self._has_run = index, True
         step, bits = self._row_params(index)
@@ -290,9 +300,10 @@ class A2QQuantizer(Quantizer):
         if codes.is_floating_point() or codes.is_complex():
             raise TypeError(f"'codes' must be an integer tensor "
                             f"(got dtype {codes.dtype})")
-        if index is None and codes.size(0) != self.step.numel():
+        if index is None and codes.size(0) != self.log_step.numel():
             raise ValueError(f"'codes' has {codes.size(0)} rows but the "
-                             f"quantizer {self.step.numel()} parameter pairs: "
+                             f"quantizer {self.log_step.numel()} parameter "
+                             f"pairs: "
                              f"pass 'index' from assign() on the input")
         step, _ = self._row_params(index)
         rows = codes.reshape(codes.size(0), -1).to(step.dtype) * step
@@ -300,8 +311,8 @@ class A2QQuantizer(Quantizer):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
-        expected = self.num_groups or (self.step.numel() or None)
-        for name in ('step', 'bit_width'):
+        expected = self.num_groups or (self.log_step.numel() or None)
+        for name in ('log_step', 'bit_width'):
             value = state_dict.get(prefix + name)
             if (isinstance(value, Tensor) and value.numel()
                     and expected is not None

@@ -18,8 +18,12 @@ class A2Q(QuantScheme):
     mixed-precision quantization (Zhu et al., 2023): every node's features
     get a learned step size and bit width
     (:class:`~pyg_qgnn.quantizers.A2QQuantizer`), trained with the local
-    gradient of the node's own quantization error, and weights a learned step
-    per output channel (LSQ) at :obj:`weight_bits` bits.
+    gradient of the node's own quantization error, and weights a symmetric
+    step per output channel, taken from their current range, at
+    :obj:`weight_bits` bits. (A learned weight step, as in the paper, moves
+    by its learning rate per Adam step whatever the weights' scale; at 8
+    bits, where steps are ~1e-3, any rate that also moves bit widths
+    destroys the weights within a few epochs.)
 
     .. math::
         \mathcal{L} = \mathcal{L}_{task} + \lambda\,N\,
@@ -98,7 +102,9 @@ class A2Q(QuantScheme):
         if point == 'weight':
             return IntegerQuantizer(self.weight_bits, signed=True,
                                     granularity='channel', channel_axis=0,
-                                    grad='lsq')
+                                    observer='abs', grad=self.grad,
+                                    symmetric=self.weight_bits >= 2,
+                                    dynamic=True)
         return A2QQuantizer(self.init_bits, self.num_groups, grad=self.grad)
 
     @staticmethod

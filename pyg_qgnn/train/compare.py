@@ -87,7 +87,8 @@ def compare_on_nodes(make_model: Callable[[], nn.Module], data,
                 qmodel = quantize_model(model, scheme)
                 qresult = train_node_classifier(
                     qmodel, data, finetune_epochs, lr=finetune_lr,
-                    penalty=method.penalty(scheme), quant_lr=method.quant_lr)
+                    penalty=method.penalty(scheme), quant_lr=method.quant_lr,
+                    admissible=method.admissible(scheme))
                 tally.add(method, qresult.test_acc,
                           method.average_bits(qmodel, scheme), qmodel)
             if progress is not None:
@@ -120,7 +121,8 @@ def compare_on_graphs(make_model: Callable[[], nn.Module], dataset,
                 _, qtest, _, _ = train_graph_classifier(
                     qmodel, dataset, fold, finetune_epochs, batch_size,
                     lr=finetune_lr, penalty=method.penalty(scheme),
-                    quant_lr=method.quant_lr)
+                    quant_lr=method.quant_lr,
+                    admissible=method.admissible(scheme))
                 tally.add(method, qtest, method.average_bits(qmodel, scheme),
                           qmodel)
             if progress is not None:

@@ -7,7 +7,6 @@ shuffling; fold :math:`i` is the test set, fold :math:`i - 1` the validation
 set carved from the remaining training graphs, and the checkpoint with the
 best validation accuracy is scored on the test fold.
 """
-import copy
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -17,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 
-from pyg_qgnn.train.node import Penalty, make_optimizer
+from pyg_qgnn.train.node import (Admissible, Penalty, Selection,
+                                  make_optimizer)
 from pyg_qgnn.train.results import Summary, summarize
 
 Fold = Tuple[Tensor, Tensor, Tensor]  # train, validation, test indices
@@ -80,14 +80,16 @@ def train_graph_classifier(model: nn.Module, dataset, fold: Fold,
                            epochs: int, batch_size: int = 128,
                            lr: float = 0.01, weight_decay: float = 0.0,
                            penalty: Optional[Penalty] = None,
-                           quant_lr: Optional[float] = None
+                           quant_lr: Optional[float] = None,
+                           admissible: Optional[Admissible] = None
                            ) -> Tuple[float, float, int, list]:
     r"""Trains :obj:`model(x, edge_index, batch)` on one fold with Adam
     (learning rate halved every 50 epochs, as in PyG's kernel benchmark);
     returns the validation and test accuracy of the epoch with the best
-    validation accuracy, that epoch, and the curve
-    ``(epoch, train loss, validation accuracy)``. The model keeps the
-    selected weights."""
+    validation accuracy (among the epochs :obj:`admissible` accepts after
+    the validation pass, see :class:`~pyg_qgnn.train.node.Selection`), that
+    epoch, and the curve ``(epoch, train loss, validation accuracy)``. The
+    model keeps the selected weights."""
     if epochs < 1:
         raise ValueError(f"'epochs' must be a positive integer (got {epochs})")
     train_idx, val_idx, test_idx = fold
@@ -96,7 +98,7 @@ def train_graph_classifier(model: nn.Module, dataset, fold: Fold,
     test_loader = DataLoader(dataset[test_idx], batch_size)
     optimizer = make_optimizer(model, lr, weight_decay, quant_lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 50, gamma=0.5)
-    best_val, best_epoch, best_state, curve = -1.0, 0, None, []
+    selection, curve = Selection(admissible), []
     for epoch in range(1, epochs + 1):
         model.train()
         total = 0.0
@@ -112,11 +114,10 @@ def train_graph_classifier(model: nn.Module, dataset, fold: Fold,
         scheduler.step()
         val = accuracy(model, val_loader)
         curve.append((epoch, total / len(train_idx), val))
-        if val > best_val:
-            best_val, best_epoch = val, epoch
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return best_val, accuracy(model, test_loader), best_epoch, curve
+        selection.offer(model, val, epoch)
+    model.load_state_dict(selection.state)
+    return (selection.score, accuracy(model, test_loader), selection.epoch,
+            curve)
 
 
 def cross_validate(make_model: Callable[[int], nn.Module], dataset,

@@ -7,7 +7,7 @@ from typing import Optional
 from torch import nn
 
 from pyg_qgnn.quantize import A2Q, QAT, DegreeQuant, QuantScheme
-from pyg_qgnn.train.node import Penalty
+from pyg_qgnn.train.node import Admissible, Penalty
 
 METHODS = ('fp32', 'qat', 'dq', 'a2q')
 LABELS = {'fp32': 'FP32', 'qat': 'QAT', 'dq': 'DQ', 'a2q': 'A²Q'}
@@ -30,7 +30,8 @@ class Method:
         a2q_groups (int, optional): A²Q's pool of per-node parameters for
             graphs not seen in training. (default: :obj:`None`)
         quant_lr (float, optional): Learning rate of learned quantizer
-            parameters (A²Q steps and bit widths). (default: :obj:`0.05`)
+            parameters (A²Q's log-steps and bit widths; the A²Q reference
+            trains bit widths at 0.1). (default: :obj:`0.1`)
     """
     name: str
     bits: int = 32
@@ -38,7 +39,7 @@ class Method:
     grad: str = 'ste'
     a2q_target: Optional[float] = None
     a2q_groups: Optional[int] = None
-    quant_lr: float = 0.05
+    quant_lr: float = 0.1
 
     def __post_init__(self):
         if self.name not in METHODS:
@@ -70,6 +71,18 @@ class Method:
             return scheme.memory_penalty
         return None
 
+    @staticmethod
+    def admissible(scheme: Optional[QuantScheme]) -> Optional[Admissible]:
+        r"""Which epochs may be selected: for A²Q with a target, those whose
+        average bit width is within it (the target is a memory budget, and
+        validation accuracy alone would pick an early epoch that still has
+        the initial bit widths); else any."""
+        if not isinstance(scheme, A2Q) or scheme.target_avg_bits is None:
+            return None
+        budget = scheme.target_avg_bits + 1e-6
+        return lambda model: float(scheme.average_bits(model).detach()) <= \
+            budget
+
     def average_bits(self, model: nn.Module,
                      scheme: Optional[QuantScheme]) -> float:
         r"""The average bit width of :obj:`model`'s node features in its
@@ -99,9 +112,9 @@ def add_method_arguments(parser, a2q_target: Optional[float] = 2.5):
     parser.add_argument('--finetune-lr', type=cli.positive_float,
                         default=0.005,
                         help='fine-tuning learning rate (default: 0.005)')
-    parser.add_argument('--quant-lr', type=cli.positive_float, default=0.05,
-                        help='learning rate of A²Q steps and bit widths '
-                        '(default: 0.05)')
+    parser.add_argument('--quant-lr', type=cli.positive_float, default=0.1,
+                        help='learning rate of A²Q log-steps and bit widths '
+                        '(default: 0.1)')
     parser.add_argument('--observer', choices=['abs', 'mom', 'per'],
                         default='per',
                         help='QAT/DQ range observer (default: per)')

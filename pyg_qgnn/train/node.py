@@ -12,6 +12,33 @@ from pyg_qgnn.quantizers import Quantizer
 
 #: ``penalty(model) -> scalar`` added to the loss (e.g. A²Q's memory term).
 Penalty = Callable[[nn.Module], Tensor]
+#: ``admissible(model) -> bool`` after an evaluation pass: may this epoch be
+#: selected? (e.g. A²Q's average bit width within its budget)
+Admissible = Callable[[nn.Module], bool]
+
+
+class Selection:
+    r"""Keeps the state of the epoch with the best validation accuracy (the
+    first on ties) among the admissible ones; when no epoch is admissible,
+    among all of them."""
+    def __init__(self, admissible: Optional[Admissible] = None):
+        self.admissible = admissible
+        self.found_admissible = False
+        self.score, self.epoch, self.state = -1.0, 0, None
+
+    def offer(self, model: nn.Module, score: float, epoch: int) -> bool:
+        r"""Considers :obj:`model` (just evaluated) at :obj:`epoch`;
+        :obj:`True` if it is now the selected one."""
+        ok = self.admissible is None or bool(self.admissible(model))
+        if not ok and self.found_admissible:
+            return False
+        if ok and not self.found_admissible:  # it replaces any earlier one
+            self.found_admissible, self.score = True, -1.0
+        if score <= self.score:
+            return False
+        self.score, self.epoch = score, epoch
+        self.state = copy.deepcopy(model.state_dict())
+        return True
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
@@ -60,10 +87,13 @@ def evaluate_nodes(model: nn.Module, data: Data,
 def train_node_classifier(model: nn.Module, data: Data, epochs: int,
                           lr: float = 0.01, weight_decay: float = 5e-4,
                           penalty: Optional[Penalty] = None,
-                          quant_lr: Optional[float] = None) -> NodeResult:
+                          quant_lr: Optional[float] = None,
+                          admissible: Optional[Admissible] = None
+                          ) -> NodeResult:
     r"""Trains :obj:`model` with Adam on :obj:`data.train_mask` for
     :obj:`epochs` epochs, evaluates after each, and restores the weights of
-    the epoch with the best validation accuracy (the first on ties).
+    the epoch with the best validation accuracy (the first on ties) among
+    those :obj:`admissible` accepts (all, if it accepts none).
 
     Args:
         model (torch.nn.Module): Called as :obj:`model(x, edge_index)`.
@@ -77,12 +107,15 @@ def train_node_classifier(model: nn.Module, data: Data, epochs: int,
             (default: :obj:`None`)
         quant_lr (float, optional): Learning rate of learned quantizer
             parameters, see :func:`make_optimizer`. (default: :obj:`lr`)
+        admissible (callable, optional): Called on the model after each
+            evaluation; epochs where it returns :obj:`False` are selected
+            only if no epoch passes. (default: :obj:`None`)
     """
     if epochs < 1:
         raise ValueError(f"'epochs' must be a positive integer (got {epochs})")
     optimizer = make_optimizer(model, lr, weight_decay, quant_lr)
     best = NodeResult(-1.0, 0.0, 0)
-    best_state = None
+    selection = Selection(admissible)
     for epoch in range(1, epochs + 1):
         model.train()
         optimizer.zero_grad()
@@ -94,8 +127,7 @@ def train_node_classifier(model: nn.Module, data: Data, epochs: int,
         optimizer.step()
         val, test = evaluate_nodes(model, data)
         best.history.append((epoch, float(loss.detach()), val))
-        if val > best.val_acc:
+        if selection.offer(model, val, epoch):
             best.val_acc, best.test_acc, best.epoch = val, test, epoch
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    model.load_state_dict(selection.state)
     return best

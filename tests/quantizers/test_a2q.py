@@ -97,7 +97,7 @@ def test_first_input_creates_one_pair_per_node():
     quantizer = A2QQuantizer(init_bits=4)
     assert quantizer.bits == 4 and not quantizer.initialized
     quantizer(x)
-    assert quantizer.step.shape == quantizer.bit_width.shape == (30, )
+    assert quantizer.log_step.shape == quantizer.bit_width.shape == (30, )
     assert bool((quantizer.bit_width == 4).all())
     assert bool(quantizer.is_signed) and int(quantizer.row_size) == 8
     assert torch.allclose(quantizer.step, x.abs().amax(dim=1) / 8)
@@ -112,26 +112,40 @@ def test_row_i_uses_pair_i():
     quantizer = A2QQuantizer(init_bits=3)
     before = quantizer(x).detach()
     with torch.no_grad():
-        quantizer.step[4] *= 3
+        quantizer.log_step[4] += math.log(3)
         quantizer.bit_width[9] = 1.0  # a narrower range clips more
     after = quantizer(x).detach()
     changed = (after != before).any(dim=1).nonzero().view(-1).tolist()
     assert changed == [4, 9]
 
 
-def test_training_projects_bits_and_step():
+def test_training_projects_bits_and_the_step_stays_positive():
     x, _, _ = graph()
     quantizer = A2QQuantizer()
     quantizer(x)
     with torch.no_grad():
         quantizer.bit_width[:2] = torch.tensor([11.0, -3.0])
-        quantizer.step[2] = -1.0
+        quantizer.log_step[2] = -200.0  # any log-step is a positive step
     quantizer.eval()(x)
     assert quantizer.bit_width[0] == 11.0  # evaluation leaves them alone
     quantizer.train()(x)
     assert quantizer.bit_width[:2].tolist() == [8.0, 1.0]
-    assert quantizer.step[2] > 0
     assert quantizer.bits == '1..8'
+    assert bool(torch.isfinite(quantizer(x)).all())
+
+
+def test_log_step_moves_each_step_by_the_same_relative_amount():
+    # One Adam step changes log-steps by ~lr each, so a hub's step and a
+    # leaf's step, orders of magnitude apart, change by the same factor.
+    x = torch.cat([torch.randn(1, 8) * 1e3, torch.randn(1, 8) * 1e-3])
+    quantizer = A2QQuantizer(init_bits=3)
+    quantizer(x)
+    before = quantizer.step.detach().clone()
+    optimizer = torch.optim.Adam([quantizer.log_step], lr=0.1)
+    quantizer(x).sum().backward()
+    optimizer.step()
+    ratio = (quantizer.step.detach() / before).log().abs()
+    assert torch.allclose(ratio, torch.full((2, ), 0.1), rtol=1e-3)
 
 
 def test_quantize_dequantize_match_forward():
@@ -174,7 +188,7 @@ def test_group_pool_serves_graphs_of_any_size_and_is_equivariant():
     x, _, _ = graph()
     quantizer = A2QQuantizer(init_bits=4, num_groups=5)
     quantizer(x)
-    assert quantizer.step.shape == (5, )
+    assert quantizer.log_step.shape == (5, )
     for n in (3, 30, 64):
         rows = torch.randn(n, 8, generator=torch.Generator().manual_seed(n))
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
@@ -190,7 +204,7 @@ def test_per_node_table_is_equivariant_with_its_nodes():
     out = quantizer(x)
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        quantizer.step.copy_(quantizer.step[perm])
+        quantizer.log_step.copy_(quantizer.log_step[perm])
         quantizer.bit_width.copy_(quantizer.bit_width[perm])
     assert torch.equal(out[perm], quantizer(x[perm]))
 
@@ -233,7 +247,8 @@ def test_scheme_builds_per_node_features_and_per_channel_weights():
     assert conv.input_quantizer.init_bits == 3
     assert conv.aggregate_quantizer is None
     weight = conv.weight_quantizer
-    assert type(weight) is IntegerQuantizer and weight.grad == 'lsq'
+    assert type(weight) is IntegerQuantizer and weight.grad == 'clipped'
+    assert weight.granularity == 'channel' and weight.symmetric
     assert (weight.bits, weight.granularity, weight.channel_axis) == \
         (6, 'channel', 0)
     x, edge_index, _ = graph()
@@ -322,7 +337,7 @@ def test_state_loads_strictly_and_rejects_another_shape():
     model = quantize_model(GCN(8, 16, 2, 4), scheme)
     train(model, scheme, 3, graph())
     state = model.state_dict()
-    assert state['convs.0.input_quantizer.step'].shape == (30, )
+    assert state['convs.0.input_quantizer.log_step'].shape == (30, )
 
     x, edge_index, _ = graph()
     fresh = quantize_model(GCN(8, 16, 2, 4), A2Q())
@@ -331,7 +346,7 @@ def test_state_loads_strictly_and_rejects_another_shape():
     assert torch.equal(fresh.eval()(x, edge_index), model(x, edge_index))
 
     pooled = quantize_model(GCN(8, 16, 2, 4), A2Q(num_groups=8))
-    with pytest.raises(RuntimeError, match="input_quantizer.step.*30.*8"):
+    with pytest.raises(RuntimeError, match="input_quantizer.log_step.*30.*8"):
         pooled.load_state_dict(state)
     other_graph = quantize_model(GCN(8, 16, 2, 4), A2Q())
     other_graph(*graph(num_nodes=12)[:2])

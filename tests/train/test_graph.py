@@ -3,7 +3,8 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.nn import GINConv, global_add_pool
 
-from pyg_qgnn.train import cross_validate, stratified_folds
+from pyg_qgnn.train import cross_validate, stratified_folds, \
+    train_graph_classifier
 
 
 def toy_dataset(num_graphs=40, seed=0):
@@ -70,3 +71,30 @@ def test_cross_validation_learns_a_separable_task():
     assert len(result.test_accs) == 4 and len(calls) == 4
     assert all(1 <= e <= 15 for e in result.epochs)
     assert result.summary.mean > 0.8
+
+
+def test_graph_training_selects_only_admissible_epochs():
+    dataset = toy_dataset()
+    labels = torch.tensor([int(d.y) for d in dataset])
+    train, val, test = stratified_folds(labels, folds=4, seed=0)[0]
+
+    class Indexable(list):
+        def __getitem__(self, idx):
+            if isinstance(idx, torch.Tensor):
+                return [list.__getitem__(self, int(i)) for i in idx]
+            return list.__getitem__(self, idx)
+
+    torch.manual_seed(0)
+    model = TinyGIN()
+    seen = []
+
+    def after_epoch_three(m):
+        seen.append(1)
+        return len(seen) >= 3
+
+    _, _, epoch, curve = train_graph_classifier(
+        model, Indexable(dataset), (train, val, test), epochs=6,
+        batch_size=8, lr=0.05, admissible=after_epoch_three)
+    assert len(seen) == 6 and epoch >= 3
+    best = max(acc for e, _, acc in curve if e >= 3)
+    assert curve[epoch - 1][2] == best
