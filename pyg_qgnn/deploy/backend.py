@@ -1,10 +1,10 @@
 r"""Which fast exact paths this machine has, probed once at run time.
 
 Every deployed computation has a pure-PyTorch path that gives the same
-result; the fast paths replace it where they are present. One of them is a
-small C kernel (:mod:`pyg_qgnn.deploy.knn`) that the system C compiler
-builds on first use, cached under :obj:`$PYG_QGNN_CACHE/native`; without a
-compiler the next path is taken.
+result; the fast paths replace it where they are present. Some are small C
+kernels (:mod:`pyg_qgnn.deploy.knn`, :mod:`pyg_qgnn.deploy.binary_edge`)
+that the system C compiler builds on first use, cached under
+:obj:`$PYG_QGNN_CACHE/native`; without a compiler the next path is taken.
 """
 import ctypes
 import functools

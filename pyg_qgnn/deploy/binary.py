@@ -20,14 +20,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.conv import EdgeConv
 from torch_geometric.typing import Adj, OptTensor, PairTensor
-from torch_geometric.utils import scatter
 
 from pyg_qgnn.deploy.backend import backend
+from pyg_qgnn.deploy.binary_edge import (
+    largest_by_target,
+    threshold_products,
+    twin_knn_graph,
+)
 from pyg_qgnn.deploy.binary_ops import (
     check_finite_features,
     matmul_codes,
     pack_codes,
     sign_codes,
+    sign_thresholds,
     xor_edge_features,
 )
 from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
@@ -45,6 +50,13 @@ from pyg_qgnn.quantizers.binary import (
     balance,
     unpack_signs,
 )
+
+#: Rows per block of a large binary input of :class:`DeployedBinLinear`:
+#: smaller intermediates than fresh large tensors, whose page faults cost
+#: more than their arithmetic (one thread, 16384 x 512 -> 1024: 1.25x
+#: faster), yet few blocks (each operation on a loaded machine may wait for
+#: its OpenMP threads).
+ROW_BLOCK = 4096
 
 
 class Binarize(nn.Module):
@@ -205,7 +217,22 @@ class DeployedBinLinear(DeployedLayer):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        return self.finish(self.product(check_finite_features(x)))
+        rows = check_finite_features(x).reshape(-1, x.size(-1))
+        if rows.size(0) <= ROW_BLOCK or not self.exact_by_rows():
+            return self.finish(self.product(x))
+        out = torch.cat([self.finish(self.product(block))
+                         for block in rows.split(ROW_BLOCK)])
+        return out.view(*x.shape[:-1], -1)
+
+    def exact_by_rows(self) -> bool:
+        r"""Whether the rows of the input go through independently and
+        exactly: binary input (a sign without balance) and weight, so that
+        the product is in integers, and fixed element-wise normalization
+        and rescaling. Then row blocks give the values of the whole, and
+        the input signs are thresholds (:meth:`input_thresholds`)."""
+        return (self.input_sign is not None and self.binary_weight
+                and self.input_sign.balance is None and not self.rescale.modes
+                and (self.norm is None or self.norm.running_mean is not None))
 
     def product(self, x: Tensor) -> Tensor:
         r"""The product of the (normalized, binarized) input and the weight
@@ -222,6 +249,20 @@ class DeployedBinLinear(DeployedLayer):
         dot = matmul_codes(codes.reshape(-1, self.in_channels),
                            self.weight_packed, self.in_channels)
         return dot.reshape(*x.shape[:-1], -1)
+
+    def input_thresholds(self, dtype: torch.dtype
+                         ) -> Optional[Tuple[Tensor, Tensor]]:
+        r"""The input codes of :meth:`product` as per-channel thresholds on
+        the raw input (:func:`~pyg_qgnn.deploy.binary_ops.sign_thresholds`
+        of the batch normalization: :obj:`threshold_codes(x, *thresholds)`
+        equals :obj:`self.input_sign.codes(self.normalize(x))` for every
+        :obj:`x` of :obj:`dtype`), or :obj:`None` where they do not apply
+        (not :meth:`exact_by_rows`, or a normalization with a zero scale,
+        constant but NaN at infinity)."""
+        if not self.exact_by_rows():
+            return None
+        return sign_thresholds(self.normalize, self.in_channels, dtype,
+                               self.weight_packed.device)
 
     def finish(self, product: Tensor) -> Tensor:
         r"""Rescaling, bias and activation of :meth:`product`."""
@@ -258,7 +299,20 @@ class DeployedBinEdgeConv(DeployedLayer, EdgeConv):
     :class:`DeployedBinLinear`. With max aggregation and a monotone block
     (:meth:`DeployedBinLinear.monotone_directions`) the maximum is taken
     over the integer products of the edges and the rescaling and PReLU run
-    once per node, which gives the same values.
+    once per node, which gives the same values. Where the block's input
+    signs are thresholds (:meth:`DeployedBinLinear.input_thresholds`), the
+    product splits as in :class:`DeployedXorEdgeConv`,
+
+    .. math::
+        \mathrm{sign}(\mathbf{\Theta}) \circledast \mathrm{sign}\big(
+        \mathrm{BN}(\mathbf{x}_i \,\Vert\, \mathbf{x}_j -
+        \mathbf{x}_i)\big) = \mathbf{\Theta}_a^{\pm} \mathbf{s}_a(
+        \mathbf{x}_i) + \mathbf{\Theta}_b^{\pm} \mathbf{s}_b(\mathbf{x}_j
+        - \mathbf{x}_i)
+
+    with :math:`\mathbf{s}` the thresholded codes: the node part once per
+    node, the edge part an :obj:`int8` product of half the width per edge,
+    and no batch normalization per edge (:func:`threshold_products`).
 
     Args:
         nn (DeployedBinLinear): The edge block, mapping
@@ -281,7 +335,7 @@ class DeployedBinEdgeConv(DeployedLayer, EdgeConv):
         node, when edges come grouped by target) allows a dense maximum."""
         if isinstance(x, Tensor):
             x = (x, x)
-        for features in x:
+        for features in x[:1] if x[1] is x[0] else x:
             check_finite_features(features)
         directions = None
         if self.aggr == 'max' and isinstance(edge_index, Tensor):
@@ -289,11 +343,17 @@ class DeployedBinEdgeConv(DeployedLayer, EdgeConv):
         if directions is None:  # the block on every edge, then aggregation
             return super().forward(x, edge_index)
         source, target = edge_index
-        x_i, x_j = x[1].index_select(0, target), x[0].index_select(0, source)
-        products = self.nn.product(torch.cat([x_i, x_j - x_i], dim=-1))
-        out = self.nn.finish(max_by_target(products, target, x[1].size(0),
-                                           directions, group))
-        return zero_isolated(out, target, group)
+        thresholds = self.nn.input_thresholds(x[1].dtype)
+        if thresholds is not None:
+            best = threshold_products(x, edge_index, self.nn.weight_codes(),
+                                      thresholds, directions, group)
+        else:
+            x_i = x[1].index_select(0, target)
+            x_j = x[0].index_select(0, source)
+            products = self.nn.product(torch.cat([x_i, x_j - x_i], dim=-1))
+            best = max_by_target(products, target, x[1].size(0), directions,
+                                 group)
+        return zero_isolated(self.nn.finish(best), target, group)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
@@ -302,8 +362,9 @@ class DeployedBinEdgeConv(DeployedLayer, EdgeConv):
 
 class DeployedDynamicBinEdgeConv(DeployedBinEdgeConv):
     r"""The deployed :class:`~pyg_qgnn.nn.DynamicBinEdgeConv`: the graph of
-    the trained layer's :obj:`knn_graph` (real features), then
-    :class:`DeployedBinEdgeConv`.
+    the trained layer's :obj:`knn_graph` (real features; with max
+    aggregation rebuilt by :func:`~pyg_qgnn.deploy.binary_edge.
+    twin_knn_graph`, the same neighbours), then :class:`DeployedBinEdgeConv`.
 
     Args:
         nn (DeployedBinLinear): The edge block.
@@ -323,7 +384,10 @@ class DeployedDynamicBinEdgeConv(DeployedBinEdgeConv):
 
     @torch.no_grad()
     def forward(self, x: Tensor, batch: OptTensor = None) -> Tensor:
-        edge_index = self.knn_graph(x, batch)
+        # Max aggregation ignores the order of a node's edges, which is all
+        # the twin's graph and twin_knn_graph's may differ in.
+        edge_index = twin_knn_graph(self.knn_graph, x, batch) \
+            if self.aggr == 'max' else self.knn_graph(x, batch)
         return super().forward(x, edge_index,
                                uniform_group(edge_index, x.size(0), self.k))
 
@@ -548,11 +612,7 @@ def max_by_target(products: Tensor, target: Tensor, num_nodes: int,
     flip = bool((directions < 0).any())
     directions = directions.to(products.dtype)
     signed = products * directions if flip else products
-    if group is not None:
-        best = signed.view(num_nodes, group, -1).amax(dim=1)
-    else:
-        best = scatter(signed, target, dim=0, dim_size=num_nodes,
-                       reduce='max')
+    best = largest_by_target(signed, target, num_nodes, group)
     return best * directions if flip else best
 
 

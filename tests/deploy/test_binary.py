@@ -104,6 +104,21 @@ def test_bin_linear_equals_twin(kwargs):
     assert (deployed.weight_packed is not None) == binary
 
 
+@pytest.mark.parametrize('kwargs', [
+    dict(),  # row blocks
+    dict(input_quantizer=SignQuantizer(balance='mean')),  # one block
+    dict(input_quantizer=None),
+])
+def test_bin_linear_in_row_blocks_equals_twin(monkeypatch, kwargs):
+    monkeypatch.setattr(binary_module, 'ROW_BLOCK', 7)
+    x = torch.randn(30, 16)
+    twin = trained(BinLinear(16, 8, **kwargs), x)
+    deployed = convert(twin)
+    assert deployed.exact_by_rows() == (kwargs == {})
+    x = torch.randn(4, 6, 16)  # 24 rows: 4 blocks
+    assert torch.equal(deployed(x), twin(x))
+
+
 def test_bin_linear_with_rank_one_rescaling_on_dense_input():
     x = torch.randn(5, 3, 12)
     twin = trained(BinLinear(12, 6, rescale_modes=(3, )), x)

@@ -97,6 +97,16 @@ def test_binary_matmul_equals_float_product(impl, bits):
             assert torch.equal(out, expected)
 
 
+@pytest.mark.parametrize('rows', [5, 8, 21])
+def test_int8_matmul_in_row_blocks_is_exact(monkeypatch, rows):
+    if not backend().int8_gemm:
+        pytest.skip('no int8 GEMM here')
+    monkeypatch.setattr(binary_ops, '_GEMM_ROWS', 8)  # 1 to 3 blocks
+    a, b = signs(rows, 24, seed=rows), signs(9, 24, seed=1)
+    out = binary_matmul(a.to(torch.int8), b.to(torch.int8), 24, impl='int8')
+    assert torch.equal(out, (a @ b.t()).to(torch.int32))
+
+
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 20), cols=st.integers(1, 20),
        bits=st.integers(1, 140), seed=st.integers(0, 1000))
@@ -153,3 +163,78 @@ def test_backend_reports_what_runs_here():
                  'popcount' if found.numpy_popcount else 'torch')
     assert found.binary_matmul == preferred
     assert found.hamming_knn in ('native', 'faiss', 'torch')
+
+
+# Thresholds ##################################################################
+
+
+def random_batch_norm(channels, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    norm = torch.nn.BatchNorm1d(channels).to(dtype).eval()
+    with torch.no_grad():
+        norm.running_mean.normal_(generator=gen)
+        norm.running_var.uniform_(0.01, 3.0, generator=gen)
+        norm.weight.normal_(generator=gen)
+        norm.bias.normal_(generator=gen)
+        norm.weight[0] = -abs(norm.weight[0])  # a falling channel
+        norm.weight[1], norm.bias[1] = 0.0, -0.5  # constant -1
+    return norm
+
+
+def values_near(thresholds, rows, seed=0):
+    r"""Random values, plus each threshold and its two neighbours among the
+    values of the dtype (where rounding decides), shuffled."""
+    gen = torch.Generator().manual_seed(seed)
+    dtype = thresholds.dtype
+    infinity = torch.tensor(float('inf'), dtype=dtype)
+    below = torch.nextafter(thresholds, -infinity)
+    above = torch.nextafter(thresholds, infinity)
+    x = torch.cat([torch.randn(rows, thresholds.numel(), generator=gen,
+                               dtype=dtype) * 3,
+                   torch.stack([below, thresholds, above]).repeat(20, 1)])
+    return x[torch.randperm(x.size(0), generator=gen)]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('channels', [6, 13, 128])
+def test_thresholds_reproduce_the_sign_of_batch_norm(dtype, channels):
+    norm = random_batch_norm(channels, dtype)
+    thresholds, flips = binary_ops.sign_thresholds(norm, channels, dtype)
+    assert thresholds.dtype == dtype and flips.dtype == torch.int8
+    assert flips[0] == -1 and flips[1] == -1  # falling, constant -1
+    x = values_near(thresholds, 500)
+    with torch.no_grad():
+        expected = sign_codes(norm(x), check=False)
+    assert torch.equal(binary_ops.threshold_codes(x, thresholds, flips),
+                       expected)
+
+
+def test_thresholds_follow_the_batch_norm_equation():
+    # sign(gamma (v - mu) / sqrt(var + eps) + beta) changes sign at
+    # mu - beta sqrt(var + eps) / gamma: up for gamma > 0, down for < 0.
+    norm = random_batch_norm(8, torch.float64, seed=3)
+    thresholds, flips = binary_ops.sign_thresholds(norm, 8, torch.float64)
+    rising = norm.weight > 0
+    crossing = norm.running_mean - norm.bias * torch.sqrt(
+        norm.running_var + norm.eps) / norm.weight
+    assert torch.equal(flips[norm.weight != 0] > 0, rising[norm.weight != 0])
+    moving = norm.weight != 0
+    torch.testing.assert_close(thresholds[moving], crossing[moving].detach())
+
+
+def test_thresholds_of_the_identity_are_signs():
+    thresholds, flips = binary_ops.sign_thresholds(lambda v: v, 3)
+    x = torch.tensor([[-0.0, 0.0, -1e-45], [float('inf'), -float('inf'),
+                                            1e-45]])
+    assert torch.equal(binary_ops.threshold_codes(x, thresholds, flips),
+                       sign_codes(x, check=False))
+
+
+def test_non_monotone_transforms_have_no_thresholds():
+    # A zero scale maps every finite value to beta > 0 (+1) but infinities
+    # to NaN (-1); a bump is not monotone at all.
+    norm = random_batch_norm(4)
+    with torch.no_grad():
+        norm.weight[2], norm.bias[2] = 0.0, 0.5
+    assert binary_ops.sign_thresholds(norm, 4) is None
+    assert binary_ops.sign_thresholds(lambda v: 1 - v * v, 2) is None
