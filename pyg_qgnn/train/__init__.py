@@ -17,8 +17,13 @@ from pyg_qgnn.train.graph import (
     train_graph_classifier,
 )
 from pyg_qgnn.train.methods import METHODS, Method
-from pyg_qgnn.train.node import NodeResult, evaluate_nodes, \
-    train_node_classifier
+from pyg_qgnn.train.node import (
+    NodeResult,
+    Selection,
+    evaluate_nodes,
+    make_optimizer,
+    train_node_classifier,
+)
 from pyg_qgnn.train.pointcloud import (
     PointCloudRecipe,
     PointCloudResult,
@@ -47,6 +52,8 @@ __all__ = [
     'NodeResult',
     'train_node_classifier',
     'evaluate_nodes',
+    'make_optimizer',
+    'Selection',
     'CrossValidation',
     'cross_validate',
     'stratified_folds',
