@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -99,6 +99,20 @@ def compile_native(name: str, source: str) -> Optional[ctypes.CDLL]:
         except (OSError, subprocess.SubprocessError):
             continue
     return None
+
+
+def native_function(name: str, source: str,
+                    argtypes: list) -> Optional[Callable]:
+    r"""The C function :obj:`name` (returning :obj:`int`) of :obj:`source`
+    built by :func:`compile_native`, with its argument types set, or
+    :obj:`None` where it cannot be built."""
+    library = compile_native(name, source)
+    if library is None:
+        return None
+    function = getattr(library, name)
+    function.restype = ctypes.c_int
+    function.argtypes = argtypes
+    return function
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch_geometric.typing import OptTensor, PairTensor
 from torch_geometric.utils import scatter
 
-from pyg_qgnn.deploy.backend import compile_native
+from pyg_qgnn.deploy.backend import native_function
 from pyg_qgnn.deploy.binary_ops import (
     check_finite_features,
     matmul_codes,
@@ -310,15 +310,10 @@ int select_nearest(const float *gram, const float *norms, int64_t n,
 def select_kernel() -> Optional[Callable]:
     r"""The C selection kernel of :func:`twin_knn_graph`, built on first
     use, or :obj:`None` where it cannot be built."""
-    library = compile_native('select_nearest', _SELECT_SOURCE)
-    if library is None:
-        return None
-    kernel = library.select_nearest
-    kernel.restype = ctypes.c_int
-    kernel.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [
+    return native_function('select_nearest', _SELECT_SOURCE, [
+        ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [
         ctypes.c_int, ctypes.c_float] + [ctypes.c_int64] * 2 + [
-        ctypes.c_void_p] * 2
-    return kernel
+        ctypes.c_void_p] * 2)
 
 
 #: For the targets i in [begin, end), with group edges each from
@@ -398,12 +393,7 @@ int threshold_edge_max(const float *x_source, const float *x_target,
 def edge_kernel() -> Optional[Callable]:
     r"""The C kernel of :func:`threshold_products`, built on first use, or
     :obj:`None` where it cannot be built."""
-    library = compile_native('threshold_edge_max', _EDGE_SOURCE)
-    if library is None:
-        return None
-    kernel = library.threshold_edge_max
-    kernel.restype = ctypes.c_int
-    kernel.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [
+    return native_function('threshold_edge_max', _EDGE_SOURCE, [
+        ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [
         ctypes.c_void_p] * 2 + [ctypes.c_int64, ctypes.c_int] + [
-        ctypes.c_int64] * 2 + [ctypes.c_void_p]
-    return kernel
+        ctypes.c_int64] * 2 + [ctypes.c_void_p])

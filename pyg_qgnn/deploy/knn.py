@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyg_qgnn.deploy.backend import backend, compile_native
+from pyg_qgnn.deploy.backend import backend, native_function
 from pyg_qgnn.deploy.binary_ops import check_packed, pack_codes
 from pyg_qgnn.quantizers.binary import check_signs, unpack_signs
 from pyg_qgnn.quantizers.functional import check_floating
@@ -352,14 +352,9 @@ int hamming_knn(const uint64_t *words, int64_t n, int64_t num_words,
 def native_kernel() -> Optional[Callable]:
     r"""The C Hamming kNN kernel, built on first use, or :obj:`None` where
     it cannot be built."""
-    library = compile_native('hamming_knn', _NATIVE_SOURCE)
-    if library is None:
-        return None
-    kernel = library.hamming_knn
-    kernel.restype = ctypes.c_int
-    kernel.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [
-        ctypes.c_int] + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2
-    return kernel
+    return native_function('hamming_knn', _NATIVE_SOURCE, [
+        ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_int] + [
+        ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2)
 
 
 #: Widest codes of the native kernel (16-bit distances).

@@ -19,23 +19,10 @@ from pyg_qgnn.nn.conv.dynamic_bin_edge_conv import DynamicBinEdgeConv
 from pyg_qgnn.nn.conv.knn_graph import KNNGraph
 from pyg_qgnn.nn.models.dgcnn import BinaryDGCNN
 from pyg_qgnn.quantizers import SignQuantizer
-from pyg_qgnn.quantizers.binary import clip_latent_weights_
+from tests.deploy.test_binary import trained
 
 needs_kernel = pytest.mark.skipif(select_kernel() is None,
                                   reason='no C compiler for the kNN kernel')
-
-
-def trained(module, *inputs, steps=2, seed=0):
-    torch.manual_seed(seed)
-    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
-    module.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        out = module(*inputs)
-        (out * torch.randn_like(out)).sum().backward()
-        optimizer.step()
-        clip_latent_weights_(module)
-    return module.eval()
 
 
 def equal_clouds(clouds=3, points=24, channels=5, seed=0):
