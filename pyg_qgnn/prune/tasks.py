@@ -4,7 +4,6 @@ knows how to build, train, score and run the models of one (task, dataset)
 pair. A *run* is a seed (Cora) or a fold of 10-fold cross-validation (graph
 tasks); every model is selected on validation data and scored on test
 data."""
-import copy
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -23,7 +22,7 @@ from pyg_qgnn.train import (
     train_node_classifier,
 )
 from pyg_qgnn.train.graph import accuracy
-from pyg_qgnn.train.node import Penalty, make_optimizer
+from pyg_qgnn.train.node import Penalty, Selection, make_optimizer
 
 #: The study's task names and the datasets each runs on.
 TASKS = {'node': ('Cora', ), 'link': ('Cora', ), 'graph': ('PROTEINS', 'BBBP')}
@@ -216,8 +215,8 @@ class LinkTask(Task):
                              f"(got {epochs})")
         train, val, test = self.split
         optimizer = make_optimizer(model, lr, 0.0, quant_lr)
-        best, best_state = -1.0, None
-        for _ in range(epochs):
+        selection = Selection()
+        for epoch in range(1, epochs + 1):
             model.train()
             optimizer.zero_grad()
             z = model.encode(train.x, train.edge_index)
@@ -226,10 +225,8 @@ class LinkTask(Task):
                 loss = loss + penalty(model)
             loss.backward()
             optimizer.step()
-            score = self._score(model, val)
-            if score > best:
-                best, best_state = score, copy.deepcopy(model.state_dict())
-        model.load_state_dict(best_state)
+            selection.offer(model, self._score(model, val), epoch)
+        model.load_state_dict(selection.state)
         return self._score(model, test)
 
     def evaluate(self, model, run):

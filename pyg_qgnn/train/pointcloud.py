@@ -39,6 +39,7 @@ from pyg_qgnn.distill.cascade import (
 from pyg_qgnn.nn.models import DGCNN, BinaryDGCNN
 from pyg_qgnn.quantizers import register_latent_weight_clipping, \
     set_binarization_stage
+from pyg_qgnn.train.node import Selection
 from pyg_qgnn.train.results import markdown_table, seed_everything, summarize
 
 VARIANTS = ('float', 'rf', 'bf1', 'bf2')
@@ -167,7 +168,7 @@ def train_point_classifier(model: nn.Module, train_loader, config: StageConfig,
     clipping = register_latent_weight_clipping(optimizer, model)
     scheduler = config.scheduler(optimizer)
     result = StageResult(0, model)
-    best_acc, best_state = -1.0, None
+    selection = Selection()
     try:
         for epoch in range(config.epochs):
             model.train()
@@ -188,16 +189,14 @@ def train_point_classifier(model: nn.Module, train_loader, config: StageConfig,
                            train_acc=correct / max(count, 1))
             if val_loader is not None:
                 metrics['val_acc'] = accuracy(model, val_loader, device=device)
-                if metrics['val_acc'] > best_acc:
-                    best_acc = metrics['val_acc']
-                    best_state = copy.deepcopy(model.state_dict())
+                selection.offer(model, metrics['val_acc'], epoch)
             result.history.append(metrics)
             if callback is not None:
                 callback(epoch, metrics)
     finally:
         clipping.remove()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if selection.state is not None:
+        model.load_state_dict(selection.state)
     return result
 
 

@@ -31,6 +31,7 @@ from pyg_qgnn.quantizers import IntegerQuantizer
 from pyg_qgnn.quantizers.functional import check_bits
 from pyg_qgnn.quantizers.node_aware import NodeAwareQuantizer
 from pyg_qgnn.quantizers.packing import container_bits
+from pyg_qgnn.train.node import Selection
 from pyg_qgnn.train.results import markdown_table, seed_everything, summarize
 
 LOSSES = ('bpr', 'bpr+lambda')
@@ -308,7 +309,7 @@ def train_recommender(model: nn.Module, data: RecSysData, epochs: int,
     exclude = UserItems(data.train.to(device), data.num_users)
     val_truth = UserItems(data.val.to(device), data.num_users)
     after_step = getattr(model, 'after_step', None)
-    best_score, best_epoch, best_state, best_val = -1.0, 0, None, {}
+    selection, best_val = Selection(), {}
     history, seconds, stale, epoch = [], 0.0, 0, 0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -334,9 +335,8 @@ def train_recommender(model: nn.Module, data: RecSysData, epochs: int,
         history.append(entry)
         if progress is not None:
             progress(entry)
-        if val[select] > best_score:
-            best_score, best_epoch, best_val = val[select], epoch, val
-            best_state = copy.deepcopy(model.state_dict())
+        if selection.offer(model, val[select], epoch):
+            best_val = val
             stale = 0
         else:
             stale += 1
@@ -344,9 +344,10 @@ def train_recommender(model: nn.Module, data: RecSysData, epochs: int,
                 break
         if out_of_time:
             break
-    model.load_state_dict(best_state)
+    model.load_state_dict(selection.state)
     test = evaluate_recommender(model, data, 'test', ks, adj)
-    return RecResult(best_val, test, best_epoch, epoch, seconds, history)
+    return RecResult(best_val, test, selection.epoch, epoch, seconds,
+                     history)
 
 
 def _check_training_args(epochs, lr, eval_every, patience, loss, select, ks):
