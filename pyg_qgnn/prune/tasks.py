@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
-from torch_geometric.nn.models import GAE, GCN, MLP
+from torch_geometric.nn.models import GAE, GCN
 from torch_geometric.transforms import NormalizeFeatures, RandomLinkSplit
 from torch_geometric.utils import degree
 
+from pyg_qgnn.nn.models.gnn_classifiers import GraphClassifier
 from pyg_qgnn.train import (
     evaluate_nodes,
     stratified_folds,
@@ -75,7 +76,7 @@ class SplineNet(nn.Module):
         return self.conv2(x, edge_index, pseudo)
 
 
-class GCNGraphClassifier(nn.Module):
+class GCNGraphClassifier(GraphClassifier):
     r"""A 3-layer GCN graph classifier (the paper's GNNNet baseline, with
     PyG layers): GCN layers, mean pooling and a 2-layer MLP head.
 
@@ -90,20 +91,17 @@ class GCNGraphClassifier(nn.Module):
         num_layers (int, optional): GCN layers. (default: :obj:`3`)
         dropout (float, optional): Dropout in the head. (default: :obj:`0.5`)
     """
+    pool = staticmethod(global_mean_pool)
+
     def __init__(self, in_channels: int, num_classes: int,
                  hidden_channels: int = 64, num_layers: int = 3,
                  dropout: float = 0.5):
-        super().__init__()
-        self.gnn = GCN(in_channels, hidden_channels, num_layers)
-        self.head = MLP([hidden_channels, hidden_channels, num_classes],
-                        norm=None, dropout=dropout)
+        super().__init__(in_channels, num_classes, hidden_channels,
+                         num_layers, dropout)
 
-    def reset_parameters(self):
-        self.gnn.reset_parameters()
-        self.head.reset_parameters()
-
-    def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
-        return self.head(global_mean_pool(self.gnn(x, edge_index), batch))
+    def init_gnn(self, in_channels: int, hidden_channels: int,
+                 num_layers: int) -> nn.Module:
+        return GCN(in_channels, hidden_channels, num_layers)
 
 
 # Tasks #######################################################################
@@ -264,7 +262,6 @@ class GraphTask(Task):
         return list(range(count))
 
     def make_model(self, name: str) -> nn.Module:
-        from pyg_qgnn.nn.models import GraphClassifier
         self.check_model(name)
         cls = GraphClassifier if name == 'gin' else GCNGraphClassifier
         return cls(self.data.num_features, self.data.num_classes)

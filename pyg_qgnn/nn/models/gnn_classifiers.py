@@ -74,14 +74,22 @@ class GraphClassifier(nn.Module):
                  hidden_channels: int = 64, num_layers: int = 5,
                  dropout: float = 0.5):
         super().__init__()
-        self.gnn = GIN(in_channels, hidden_channels, num_layers,
-                       norm='batch_norm')
+        self.gnn = self.init_gnn(in_channels, hidden_channels, num_layers)
         self.head = MLP([hidden_channels, hidden_channels, num_classes],
                         norm=None, dropout=dropout)
+
+    #: How node embeddings become one graph embedding (sum, as in GIN).
+    pool = staticmethod(global_add_pool)
+
+    def init_gnn(self, in_channels: int, hidden_channels: int,
+                 num_layers: int) -> nn.Module:
+        r"""The node-level GNN; subclasses swap in another one."""
+        return GIN(in_channels, hidden_channels, num_layers,
+                   norm='batch_norm')
 
     def reset_parameters(self):
         self.gnn.reset_parameters()
         self.head.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor) -> Tensor:
-        return self.head(global_add_pool(self.gnn(x, edge_index), batch))
+        return self.head(self.pool(self.gnn(x, edge_index), batch))
