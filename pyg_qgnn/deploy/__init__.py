@@ -24,6 +24,14 @@ from pyg_qgnn.deploy.binary import (
     DeployedXorEdgeConv,
 )
 from pyg_qgnn.deploy.gnaq import DeployedGNAQ
+from pyg_qgnn.deploy.integer import (
+    DeployedQuantGATConv,
+    DeployedQuantGCNConv,
+    DeployedQuantGINConv,
+    DeployedQuantLinear,
+    DeployedQuantSAGEConv,
+)
+from pyg_qgnn.deploy.integer_codec import Codes, IntegerCodec, IntegerWeight
 
 __all__ = [
     'save',
@@ -49,4 +57,12 @@ __all__ = [
     'DeployedXorEdgeConv',
     'DeployedDynamicXorEdgeConv',
     'DeployedGNAQ',
+    'DeployedQuantLinear',
+    'DeployedQuantGCNConv',
+    'DeployedQuantGINConv',
+    'DeployedQuantSAGEConv',
+    'DeployedQuantGATConv',
+    'Codes',
+    'IntegerCodec',
+    'IntegerWeight',
 ]

@@ -2,9 +2,10 @@ r"""Which fast exact paths this machine has, probed once at run time.
 
 Every deployed computation has a pure-PyTorch path that gives the same
 result; the fast paths replace it where they are present. Some are small C
-kernels (:mod:`pyg_qgnn.deploy.knn`, :mod:`pyg_qgnn.deploy.binary_edge`)
-that the system C compiler builds on first use, cached under
-:obj:`$PYG_QGNN_CACHE/native`; without a compiler the next path is taken.
+kernels (:mod:`pyg_qgnn.deploy.knn`, :mod:`pyg_qgnn.deploy.binary_edge`,
+:mod:`pyg_qgnn.deploy.integer_aggregate`) that the system C compiler
+builds on first use, cached under :obj:`$PYG_QGNN_CACHE/native`; without a
+compiler the next path is taken.
 """
 import ctypes
 import functools
@@ -16,7 +17,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 
@@ -38,6 +39,10 @@ class Backend:
             takes: :obj:`"native"`, :obj:`"faiss"` or :obj:`"torch"`.
         binary_matmul (str): The path :func:`~pyg_qgnn.deploy.binary_matmul`
             takes: :obj:`"int8"`, :obj:`"popcount"` or :obj:`"torch"`.
+        int8_aggregate (str): The path
+            :func:`~pyg_qgnn.deploy.integer_aggregate.aggregate_codes`
+            takes: :obj:`"native"` (its C kernel, built with OpenMP where
+            the compiler has it) or :obj:`"torch"`.
     """
     int8_gemm: bool
     numpy_popcount: bool
@@ -45,6 +50,7 @@ class Backend:
     faiss: bool
     hamming_knn: str
     binary_matmul: str
+    int8_aggregate: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,6 +64,7 @@ def backend() -> Backend:
     :obj:`int8` GEMM is the fastest exact binary matmul, ahead of 64-bit
     popcounts (whose XOR needs a scratch tensor per chunk).
     """
+    from pyg_qgnn.deploy.integer_aggregate import aggregate_kernel
     from pyg_qgnn.deploy.knn import native_kernel
 
     int8_gemm = _has_int8_gemm()
@@ -71,42 +78,52 @@ def backend() -> Backend:
     else:
         matmul = 'torch'
     knn = 'native' if native else 'faiss' if faiss else 'torch'
+    aggregate = 'native' if aggregate_kernel() is not None else 'torch'
     return Backend(int8_gemm=int8_gemm, numpy_popcount=numpy_popcount,
                    native=native, faiss=faiss, hamming_knn=knn,
-                   binary_matmul=matmul)
+                   binary_matmul=matmul, int8_aggregate=aggregate)
 
 
-def compile_native(name: str, source: str) -> Optional[ctypes.CDLL]:
+def compile_native(name: str, source: str,
+                   flags: Optional[List[str]] = None) -> Optional[ctypes.CDLL]:
     r"""Builds the C :obj:`source` into a shared library with the system
     compiler (:obj:`$CC`, else :obj:`cc`), optimized for this CPU, and loads
     it; :obj:`None` if there is no compiler or the build fails. Builds are
-    cached by a hash of source and flags, so a later process only loads."""
+    cached by a hash of source and flags, so a later process only loads.
+    Extra compiler :obj:`flags` (e.g. :obj:`["-fopenmp",
+    "-ffp-contract=off"]`) are added to every build; where one with
+    :obj:`-fopenmp` fails (no OpenMP runtime), it is tried without, so the
+    source must build either way (test :obj:`_OPENMP`)."""
     compiler = shutil.which(os.environ.get('CC', 'cc'))
     if compiler is None:
         return None
     from pyg_qgnn.datasets.locate import cache_root
 
-    for flags in (['-O3', '-march=native'], ['-O3']):
+    extra = list(flags or [])
+    serial = [flag for flag in extra if flag != '-fopenmp']
+    extras = [extra] if serial == extra else [extra, serial]
+    for options in [base + more for base in (['-O3', '-march=native'],
+                                             ['-O3']) for more in extras]:
         # -march=native code may not run on another CPU sharing the cache.
-        key = [source, compiler, _cpu_identity()] + flags
+        key = [source, compiler, _cpu_identity()] + options
         digest = hashlib.sha256('\0'.join(key).encode())
         folder = cache_root() / 'native'
         library = folder / f'{name}-{digest.hexdigest()[:16]}.so'
         try:
             if not library.exists():
-                _build(compiler, flags, source, folder, library)
+                _build(compiler, options, source, folder, library)
             return ctypes.CDLL(str(library))
         except (OSError, subprocess.SubprocessError):
             continue
     return None
 
 
-def native_function(name: str, source: str,
-                    argtypes: list) -> Optional[Callable]:
+def native_function(name: str, source: str, argtypes: list,
+                    flags: Optional[List[str]] = None) -> Optional[Callable]:
     r"""The C function :obj:`name` (returning :obj:`int`) of :obj:`source`
-    built by :func:`compile_native`, with its argument types set, or
-    :obj:`None` where it cannot be built."""
-    library = compile_native(name, source)
+    built by :func:`compile_native` with the extra :obj:`flags`, with its
+    argument types set, or :obj:`None` where it cannot be built."""
+    library = compile_native(name, source, flags)
     if library is None:
         return None
     function = getattr(library, name)

@@ -13,8 +13,8 @@ r"""From a trained quantization-aware model to its deployed form.
 replaces every trained twin by the deployed layer registered for its class
 (:func:`register_deployed_layer`), built by
 :meth:`DeployedLayer.from_trained`. Binary layers register theirs in
-:mod:`pyg_qgnn.deploy.binary`; integer, A²Q and GNAQ layers plug in the same
-way.
+:mod:`pyg_qgnn.deploy.binary`, the integer layers of QAT, Degree-Quant and
+A²Q models in :mod:`pyg_qgnn.deploy.integer`.
 """
 import copy
 from typing import Dict, Type
@@ -85,7 +85,9 @@ def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
             (default: :obj:`False`)
 
     Raises:
-        ValueError: If :obj:`model` is in training mode.
+        ValueError: If :obj:`model` is in training mode, or a layer cannot
+            be deployed as trained (a quantizer that never saw data, a
+            setting without an integer form); the error names the layer.
         TypeError: If a quantized layer has no deployed form.
     """
     if not isinstance(model, nn.Module):
@@ -101,9 +103,9 @@ def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
     if not inplace:
         model = copy.deepcopy(model)
     if type(model) in DEPLOYED_LAYERS:
-        return DEPLOYED_LAYERS[type(model)].from_trained(model)
+        return _deployed(model, '')
     _check_deployable(model, '')
-    _swap_children(model)
+    _swap_children(model, '')
     return model
 
 
@@ -121,13 +123,22 @@ def _check_deployable(module: nn.Module, path: str):
         _check_deployable(child, f'{path}.{name}' if path else name)
 
 
-def _swap_children(module: nn.Module):
+def _deployed(layer: nn.Module, path: str) -> 'DeployedLayer':
+    try:
+        return DEPLOYED_LAYERS[type(layer)].from_trained(layer)
+    except (ValueError, TypeError) as error:
+        # Name the layer: a model has many of each class.
+        raise type(error)(f"cannot deploy layer '{path or '(model)'}' "
+                          f"({type(layer).__name__}): {error}") from error
+
+
+def _swap_children(module: nn.Module, path: str):
     for name, child in module.named_children():
+        child_path = f'{path}.{name}' if path else name
         if type(child) in DEPLOYED_LAYERS:
-            setattr(module, name,
-                    DEPLOYED_LAYERS[type(child)].from_trained(child))
+            setattr(module, name, _deployed(child, child_path))
         elif not isinstance(child, DeployedLayer):
-            _swap_children(child)
+            _swap_children(child, child_path)
 
 
 def nbytes(model: nn.Module) -> int:

@@ -29,7 +29,8 @@ from pyg_qgnn.quantizers.functional import GRADS, check_bits, check_floating
 MIN_BITS, MAX_BITS = 1, 8
 
 
-def _code_range(bits: Tensor, signed: bool):
+def code_range(bits: Tensor, signed: bool):
+    r"""The code range :math:`[q_{min}, q_{max}]` of float bit widths."""
     if signed:
         half = torch.exp2(bits - 1)
         return -half, half - 1
@@ -42,7 +43,7 @@ class _A2QFakeQuantize(torch.autograd.Function):
     # the forward pass: backward then touches (N, F) memory once.
     @staticmethod
     def forward(ctx, x, step, bits, signed, clipped):
-        qmin, qmax = _code_range(bits, signed)
+        qmin, qmax = code_range(bits, signed)
         v = x / step
         q = torch.round(v)
         above, below = v > qmax, v < qmin
@@ -64,6 +65,33 @@ class _A2QFakeQuantize(torch.autograd.Function):
         (inside, ) = ctx.saved_tensors
         grad_x = grad * inside if inside is not None else grad
         return grad_x, ctx.grad_step, ctx.grad_bits, None, None
+
+
+def a2q_codes(rows: Tensor, step: Tensor, bits: Tensor,
+              signed: bool) -> Tensor:
+    r"""The codes :math:`\mathrm{clamp}(\lfloor x_{if}/\alpha_i\rceil,
+    q_{min}(b_i), q_{max}(b_i))` of :obj:`rows` :math:`(N, F)`, as floats,
+    computed exactly as :func:`a2q_fake_quantize` computes them."""
+    qmin, qmax = code_range(bits, signed)
+    return torch.round(rows / step).clamp_(qmin, qmax)
+
+
+def assign_nearest(step: Tensor, bits: Tensor, signed: bool,
+                   rows: Tensor) -> Tensor:
+    r"""A²Q's nearest-neighbour rule: for each row of :obj:`rows`
+    :math:`(N, F)`, the index of the pair whose largest representable value
+    :math:`\alpha_j 2^{b_j-1}` (:math:`\alpha_j (2^{b_j}-1)` unsigned) is
+    nearest to :math:`\max_f |x_{if}|`; :obj:`step` and integer-valued
+    :obj:`bits` have one entry per pair."""
+    reach = step * (torch.exp2(bits - 1) if signed else torch.exp2(bits) - 1)
+    ordered, order = reach.sort()
+    peak = rows.abs().amax(dim=1).to(ordered.dtype)
+    upper = torch.searchsorted(ordered, peak)
+    upper = upper.clamp(max=ordered.numel() - 1)
+    lower = (upper - 1).clamp(min=0)
+    nearer_lower = ((peak - ordered[lower]).abs() <=
+                    (peak - ordered[upper]).abs())
+    return order[torch.where(nearer_lower, lower, upper)]
 
 
 def round_bits(bits: Tensor) -> Tensor:
@@ -239,15 +267,8 @@ class A2QQuantizer(Quantizer):
         if (self.num_groups is None
                 and rows.size(0) == self.log_step.numel()):
             return None
-        reach = self.step * self._reach(self.rounded_bits())
-        ordered, order = reach.sort()
-        peak = rows.abs().amax(dim=1).to(ordered.dtype)
-        upper = torch.searchsorted(ordered, peak)
-        upper = upper.clamp(max=ordered.numel() - 1)
-        lower = (upper - 1).clamp(min=0)
-        nearer_lower = ((peak - ordered[lower]).abs() <=
-                        (peak - ordered[upper]).abs())
-        return order[torch.where(nearer_lower, lower, upper)]
+        return assign_nearest(self.step, self.rounded_bits(),
+                              bool(self.is_signed), rows)
 
     def _check_input(self, x: Tensor):
         check_floating(x, 'x')
@@ -286,8 +307,7 @@ class A2QQuantizer(Quantizer):
                                'on data first')
         rows = x.reshape(x.size(0), -1)
         step, bits = self._row_params(self.assign(rows))
-        qmin, qmax = _code_range(bits, bool(self.is_signed))
-        codes = torch.round(rows / step).clamp_(qmin, qmax)
+        codes = a2q_codes(rows, step, bits, bool(self.is_signed))
         dtype = torch.int8 if bool(self.is_signed) else torch.uint8
         return codes.to(dtype).view(x.shape)
 

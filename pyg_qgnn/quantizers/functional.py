@@ -53,6 +53,15 @@ def quant_range(bits: int, signed: bool) -> tuple:
     return 0, (1 << bits) - 1
 
 
+def affine_codes(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int,
+                 qmax: int) -> Tensor:
+    r"""The codes :math:`\mathrm{clamp}(\lfloor x/s + z\rceil, q_{min},
+    q_{max})` of :obj:`x`, as floats, computed exactly as
+    :func:`fake_quantize` computes them (so a deployed model and the
+    fake-quantized one agree bit for bit)."""
+    return (x / scale + zero_point).round_().clamp_(qmin, qmax)
+
+
 class _FakeQuantize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin, qmax, clipped):

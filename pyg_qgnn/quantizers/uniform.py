@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from pyg_qgnn.quantizers.base import Quantizer
 from pyg_qgnn.quantizers.functional import (
     GRADS,
+    affine_codes,
     check_bits,
     check_finite,
     check_floating,
@@ -221,8 +222,7 @@ class IntegerQuantizer(Quantizer):
                              "integer code; expected finite values")
         step = self._broadcast(self._step(), x, axis)
         zero_point = self._broadcast(self.zero_point, x, axis)
-        codes = torch.clamp(torch.round(x / step + zero_point), self.qmin,
-                            self.qmax)
+        codes = affine_codes(x, step, zero_point, self.qmin, self.qmax)
         return codes.to(self.code_dtype)
 
     @torch.no_grad()

@@ -16,6 +16,7 @@ from pyg_qgnn.deploy import (
     register_deployed_layer,
 )
 from pyg_qgnn.deploy.convert import DEPLOYED_LAYERS
+from pyg_qgnn.nn import QuantGCNConv
 from pyg_qgnn.nn.dense.bin_linear import BinLinear
 
 
@@ -89,10 +90,11 @@ def test_convert_refuses_training_mode(doubler_registered):
         convert(trained)
 
 
-def test_quantized_layer_without_deployed_form_is_named():
+def test_quantized_layer_without_deployed_form_is_named(monkeypatch):
     gcn = quantize_model(GCN(4, 8, num_layers=2), QAT(bits=8)).eval()
+    monkeypatch.delitem(DEPLOYED_LAYERS, QuantGCNConv)
     with pytest.raises(TypeError, match="'convs.0' \\(QuantGCNConv\\).*"
-                       "BinLinear"):
+                       "BinLinear.*QuantGINConv"):
         convert(gcn)
 
 
@@ -105,10 +107,12 @@ def test_registry_checks_its_arguments():
         convert({'weight': torch.zeros(1)})
 
 
-def test_deployable_layers_lists_the_binary_twins():
+def test_deployable_layers_lists_the_binary_and_integer_twins():
     names = deployable_layers()
     for name in ('BinLinear', 'BinEdgeConv', 'XorEdgeConv',
-                 'DynamicBinEdgeConv', 'DynamicXorEdgeConv'):
+                 'DynamicBinEdgeConv', 'DynamicXorEdgeConv', 'QuantLinear',
+                 'QuantGCNConv', 'QuantGINConv', 'QuantSAGEConv',
+                 'QuantGATConv'):
         assert name in names
     assert names == sorted(names)
 
