@@ -24,14 +24,42 @@ Metric :obj:`bytes`, cases :obj:`dgcnn_rf`, :obj:`dgcnn_bf1` and
 rescalings and real last layer it keeps in float) against the float
 DGCNN.
 
+BinSAGE (the binary GraphSAGE of the same paper, section 4.3): a 3-layer
+:class:`~pyg_qgnn.nn.BinGraphSAGE` (:obj:`--hidden` channels, mean
+aggregation, 47 classes as ogbn-products) deployed by
+:func:`pyg_qgnn.deploy.convert` (packed 1-bit weights, :math:`\pm 1`
+features aggregated as integers, binary products) against PyG's float
+:class:`~torch_geometric.nn.models.GraphSAGE` of the same shape, on a
+random graph of :obj:`--nodes` nodes, :obj:`--edges` edges and
+:obj:`--features` features. Both get the same adjacency: a
+:obj:`torch_sparse.SparseTensor` where :obj:`torch_sparse` is installed,
+else a :obj:`torch.sparse` CSR tensor. Metric :obj:`infer`, case
+:obj:`binsage_{nodes}_{edges}_{features}`: one full-graph forward pass
+(evaluation, :func:`torch.inference_mode`) of the deployed model (value)
+against the float32 model (baseline), after checking that the deployed
+and the fake-quantized model predict the same class for every node (goal:
+at least 2 times faster); case :obj:`..._bf16`: the float model under
+:obj:`torch.autocast('cpu', dtype=torch.bfloat16)` as the baseline
+(skipped, with the reason printed, where the adjacency has no bfloat16
+CPU kernel; goal: not slower). Metric :obj:`bytes`, case :obj:`binsage`:
+the :func:`pyg_qgnn.deploy.save` file of the deployed model against that
+of the float model (goal: at least 20 times smaller; the paper: 7.2 MB
+against 341 KB on ogbn-products). :obj:`--models` picks DGCNN, BinSAGE or
+both for these two metrics.
+
 .. code-block:: bash
 
     .venv/bin/python benchmarks/binary.py --quick
     .venv/bin/python benchmarks/binary.py --json binary.json
     .venv/bin/python benchmarks/binary.py --metrics infer bytes
+    .venv/bin/python benchmarks/binary.py --metrics infer bytes \
+        --models binsage
 """
 import os
 import sys
+import tempfile
+import warnings
+from typing import List
 
 import torch
 from tqdm import tqdm
@@ -42,23 +70,45 @@ from common import (  # noqa: E402
     base_parser,
     cli,
     finish,
+    inference_step,
+    random_graph,
     setup,
     time_pair,
 )
 
+# The adjacency and bfloat16 baseline of the integer benchmark, and its
+# case names ("100k", "1m").
+from integer import _count, adjacency, bf16_forward  # noqa: E402
+
 # Imported after common, which puts this checkout first on sys.path.
-from pyg_qgnn.deploy import backend, convert, hamming_knn, nbytes  # noqa: E402
-from pyg_qgnn.nn.models import DGCNN, BinaryDGCNN  # noqa: E402
+from torch_geometric.nn.models import GraphSAGE  # noqa: E402
+from torch_geometric.typing import WITH_TORCH_SPARSE  # noqa: E402
+
+from pyg_qgnn.deploy import (  # noqa: E402
+    backend,
+    convert,
+    hamming_knn,
+    nbytes,
+    save,
+)
+from pyg_qgnn.nn.models import DGCNN, BinaryDGCNN, BinGraphSAGE  # noqa: E402
 from pyg_qgnn.quantizers.binary import pack_signs  # noqa: E402
 
 BENCHMARK = 'binary'
 METRICS = ('knn', 'infer', 'bytes')
+#: The models of the infer and bytes metrics.
+MODELS = ('dgcnn', 'binsage')
+#: Classes of the BinSAGE cases, as ogbn-products.
+SAGE_CLASSES = 47
 
 #: Feature width d -> smallest acceptable ratio float time / Hamming time.
 KNN_GOALS = {64: 5.0, 256: 8.0}
 #: Smallest acceptable ratios of the DGCNN cases: float / deployed time and
 #: float / deployed bytes.
 MODEL_GOALS = {'infer': 2.0, 'bytes': 15.0}
+#: The same for the BinSAGE cases (keyed by metric, and baseline for infer).
+SAGE_GOALS = {('infer', 'fp32'): 2.0, ('infer', 'bf16'): 1.0,
+              ('bytes', None): 20.0}
 
 
 def parse_args():
@@ -81,11 +131,33 @@ def parse_args():
         '--metrics', nargs='+', type=cli.choice(list(METRICS)),
         default=list(METRICS), metavar='METRIC',
         help=f'what to measure, among {", ".join(METRICS)} (default: all)')
+    parser.add_argument(
+        '--models', nargs='+', type=cli.choice(list(MODELS)),
+        default=list(MODELS), metavar='MODEL',
+        help=f'models of the infer and bytes metrics, among '
+        f'{", ".join(MODELS)} (default: all)')
+    parser.add_argument(
+        '--nodes', type=cli.positive_int, default=None,
+        help='nodes of the BinSAGE random graph (default: 100000; --quick: '
+        '10000)')
+    parser.add_argument(
+        '--edges', type=cli.positive_int, default=None,
+        help='edges of the BinSAGE random graph (default: 10 per node)')
+    parser.add_argument(
+        '--features', type=cli.positive_int, default=256,
+        help='input features of the BinSAGE models (default: 256)')
+    parser.add_argument(
+        '--hidden', type=cli.positive_int, default=256,
+        help='hidden channels of the 3-layer BinSAGE models (default: 256)')
     args = setup(parser.parse_args())
     if args.clouds is None:
         args.clouds = 4 if args.quick else 16
     if args.points is None:
         args.points = 256 if args.quick else 1024
+    if args.nodes is None:
+        args.nodes = 10_000 if args.quick else 100_000
+    if args.edges is None:
+        args.edges = 10 * args.nodes
     return args
 
 
@@ -163,8 +235,77 @@ def bytes_records() -> list:
             for variant in ('rf', 'bf1', 'bf2')]
 
 
+def sage_pair(args, x, adj):
+    r"""The float GraphSAGE and the deployed BinGraphSAGE of the same shape,
+    checked to predict the classes of the fake-quantized model."""
+    torch.manual_seed(0)
+    shape = dict(in_channels=args.features, hidden_channels=args.hidden,
+                 num_layers=3, out_channels=SAGE_CLASSES)
+    float_model = GraphSAGE(**shape, aggr='mean').eval()
+    binary = BinGraphSAGE(**shape, aggr='mean').eval()
+    deployed = convert(binary)
+    with torch.inference_mode():
+        same = (binary(x, adj).argmax(-1) == deployed(x, adj).argmax(-1))
+    if not bool(same.all()):
+        raise RuntimeError(f'the deployed and the fake-quantized BinGraphSAGE '
+                           f'predict different classes for '
+                           f'{int((~same).sum())} of {same.numel()} nodes')
+    return float_model, deployed
+
+
+def sage_infer_records(float_model, deployed, x, adj, args) -> List[Record]:
+    r"""Full-graph inference of the deployed BinGraphSAGE against the float
+    GraphSAGE in float32 and, where it runs, under bfloat16 autocast."""
+    case = (f'binsage_{_count(args.nodes)}_{_count(args.edges)}_'
+            f'{args.features}')
+    candidate = inference_step(deployed, x, adj)
+    baseline, value = time_pair(inference_step(float_model, x, adj),
+                                candidate, args.min_run_time)
+    records = [Record.cost(BENCHMARK, case, 'infer', baseline, value, 's')]
+    bf16 = inference_step(float_model, x, adj, bf16_forward)
+    try:
+        bf16()
+    except (RuntimeError, NotImplementedError) as error:
+        tqdm.write(f'skipped {case}_bf16: the float GraphSAGE does not run '
+                   f'under bfloat16 autocast on this adjacency ({error})')
+        return records
+    baseline, value = time_pair(bf16, candidate, args.min_run_time)
+    records.append(Record.cost(BENCHMARK, f'{case}_bf16', 'infer', baseline,
+                               value, 's'))
+    return records
+
+
+def sage_bytes_record(float_model, deployed) -> Record:
+    r"""Bytes of the :func:`pyg_qgnn.deploy.save` files."""
+    with tempfile.TemporaryDirectory() as folder:
+        baseline = save(float_model, os.path.join(folder, 'float'))
+        value = save(deployed, os.path.join(folder, 'binary'))
+    return Record.cost(BENCHMARK, 'binsage', 'bytes', baseline, value,
+                       'bytes')
+
+
+def sage_records(args) -> List[Record]:
+    # torch's notes that sparse CSR is in beta, raised inside PyG's spmm.
+    warnings.filterwarnings('ignore', message='Sparse CSR tensor support')
+    warnings.filterwarnings('ignore', message='Sparse invariant checks')
+    x, edge_index = random_graph(args.nodes, args.edges, args.features)
+    adj = adjacency(edge_index, args.nodes)
+    float_model, deployed = sage_pair(args, x, adj)
+    records = []
+    if 'infer' in args.metrics:
+        records += sage_infer_records(float_model, deployed, x, adj, args)
+    if 'bytes' in args.metrics:
+        records.append(sage_bytes_record(float_model, deployed))
+    return records
+
+
 def goal_column(record: Record) -> str:
-    if record.metric == 'knn':
+    if record.case.startswith('binsage'):
+        baseline = None
+        if record.metric == 'infer':
+            baseline = 'bf16' if record.case.endswith('_bf16') else 'fp32'
+        goal = SAGE_GOALS[(record.metric, baseline)]
+    elif record.metric == 'knn':
         dims = int(record.case.split('_d')[1].split('_')[0])
         goal = KNN_GOALS.get(dims)
     else:
@@ -179,17 +320,26 @@ def main():
     found = backend()
     print(f'{args.clouds} clouds x {args.points} points, k = {args.k}, '
           f'{torch.get_num_threads()} threads; Hamming kNN path: '
-          f'{found.hamming_knn}, binary matmul: {found.binary_matmul}\n')
+          f'{found.hamming_knn}, binary matmul: {found.binary_matmul}')
+    if 'binsage' in args.models:
+        print(f'BinSAGE: {args.nodes} nodes, {args.edges} edges, '
+              f'{args.features} features, {args.hidden} hidden; adjacency: '
+              f'{"SparseTensor" if WITH_TORCH_SPARSE else "torch.sparse CSR"}'
+              f'; int8 aggregation: {found.int8_aggregate}')
+    print()
     records = []
     if 'knn' in args.metrics:
         records += [knn_record(args.clouds, args.points, dims, args.k,
                                args.min_run_time)
                     for dims in tqdm(args.dims, desc=BENCHMARK, leave=False)]
-    if 'infer' in args.metrics:
+    dgcnn = 'dgcnn' in args.models
+    if 'infer' in args.metrics and dgcnn:
         records.append(infer_record(args.clouds, args.points, args.k,
                                     args.min_run_time))
-    if 'bytes' in args.metrics:
+    if 'bytes' in args.metrics and dgcnn:
         records += bytes_records()
+    if {'infer', 'bytes'} & set(args.metrics) and 'binsage' in args.models:
+        records += sage_records(args)
     finish(records, args, extra_columns={'goal': goal_column})
 
 

@@ -38,7 +38,7 @@ from common import (  # noqa: E402
 )
 
 # Imported after common, which puts this checkout first on sys.path.
-from pyg_qgnn import QAT, quantize_model  # noqa: E402
+from pyg_qgnn import QAT, deploy, quantize_model  # noqa: E402
 
 BENCHMARK = 'layer_throughput'
 
@@ -68,11 +68,18 @@ class LayerEntry:
     forward: Forward = call_layer
 
 
+def deployed_form(twin: nn.Module) -> nn.Module:
+    r"""What ships: :func:`pyg_qgnn.deploy.convert` of the calibrated twin
+    in evaluation mode (integer or binary codes and kernels)."""
+    return deploy.convert(twin.eval())
+
+
 REGISTRY: List[LayerEntry] = [
     LayerEntry(
         name='GCNConv',
         make_float=lambda features: GCNConv(features, features),
         make_twin=lambda layer: quantize_model(layer, QAT(bits=8)),
+        make_deployed=deployed_form,
     ),
     LayerEntry(
         name='GINConv',
@@ -82,16 +89,19 @@ REGISTRY: List[LayerEntry] = [
         # Inside a model, as GIN uses it, so that its network is quantized.
         make_twin=lambda layer: quantize_model(nn.ModuleList([layer]),
                                                QAT(bits=8))[0],
+        make_deployed=deployed_form,
     ),
     LayerEntry(
         name='SAGEConv',
         make_float=lambda features: SAGEConv(features, features),
         make_twin=lambda layer: quantize_model(layer, QAT(bits=8)),
+        make_deployed=deployed_form,
     ),
     LayerEntry(
         name='GATConv',
         make_float=lambda features: GATConv(features, features // 4, heads=4),
         make_twin=lambda layer: quantize_model(layer, QAT(bits=8)),
+        make_deployed=deployed_form,
     ),
 ]
 
@@ -123,7 +133,6 @@ REGISTRY.append(LayerEntry(
 # features; XorEdgeConv: binary node features, XOR edge features). The
 # deployed form computes with packed bits and integer products.
 from torch_geometric.nn import EdgeConv  # noqa: E402
-from pyg_qgnn import deploy  # noqa: E402
 from pyg_qgnn.nn import BinEdgeConv, XorEdgeConv  # noqa: E402
 
 
@@ -149,8 +158,23 @@ for cls in (BinEdgeConv, XorEdgeConv):
         name=cls.__name__,
         make_float=float_edge_conv,
         make_twin=binary_twin(cls),
-        make_deployed=lambda twin: deploy.convert(twin.eval()),
+        make_deployed=deployed_form,
     ))
+
+# BinSAGE (Bahri et al., 2021) against SAGEConv, with its weights as the
+# latent weights: batch norm and sign of [x_i || mean x_j], binary weights.
+# The deployed form folds the sign into thresholds, packs the weights and
+# multiplies the signs with integer products.
+from pyg_qgnn import Binary  # noqa: E402
+
+REGISTRY.append(LayerEntry(
+    name='BinSAGEConv',
+    make_float=lambda features: SAGEConv(features, features),
+    # A layer alone is its model's first: binarize its input all the same.
+    make_twin=lambda layer: quantize_model(
+        layer, Binary(keep_first_input_real=False)),
+    make_deployed=deployed_form,
+))
 
 QUICK_SIZES = ['1000:10000', '10000:100000']
 FULL_SIZES = ['10000:100000', '100000:1000000']

@@ -8,9 +8,19 @@ validation graphs (the previous fold, as in PyG's kernel benchmark), scored
 on the fold's test graphs. A²Q serves graphs it never saw through a fixed
 pool of per-node parameters chosen by the nearest-neighbour rule.
 
-Columns: method and bits; test accuracy (mean ± std over folds); the
-average bit width of node features; bytes of the file pyg_qgnn.deploy.save
-writes; how many times smaller than FP32.
+Every quantized model is then deployed (pyg_qgnn.deploy.convert: integer
+codes, int8 matrix products and aggregation) and run on the fold's test
+graphs, batch by batch, as the fake-quantized model it comes from.
+
+Columns: method and bits; test accuracy of the fake-quantized model (mean
+± std over folds); the deployed model's test accuracy, which must equal it;
+the share of test graphs whose predicted class is the same for both (100%,
+else a WARNING line follows the table); the average bit width of node
+features; bytes of the file pyg_qgnn.deploy.save writes; how many times
+smaller than FP32; bytes the deployed model holds; milliseconds of one
+inference pass over all test batches of a fold by the deployed model and
+by the float model it was fine-tuned from (median over folds); float time
+/ deployed time. FP32 rows have no deployed form (–).
 
 Example (PROTEINS from --root or PyG's download):
 
@@ -21,7 +31,6 @@ BBBP (MoleculeNet, a CSV of SMILES) needs RDKit: pip install "pyg_qgnn[chem]".
 import json
 import sys
 import time
-from dataclasses import asdict
 
 import torch
 from tqdm.auto import tqdm
@@ -29,8 +38,8 @@ from tqdm.auto import tqdm
 from pyg_qgnn import cli
 from pyg_qgnn.datasets import load_molecules, load_tudataset
 from pyg_qgnn.nn.models import GraphClassifier
-from pyg_qgnn.train import compare_on_graphs, format_rows, plot_rows, \
-    stratified_folds
+from pyg_qgnn.train import DeploymentTally, compare_on_graphs, \
+    deployed_records, format_deployed_rows, plot_rows, stratified_folds
 from pyg_qgnn.train.methods import add_method_arguments, methods_from_args
 
 
@@ -56,6 +65,8 @@ def main(args):
     with cli.user_input('--folds'):
         folds = stratified_folds(labels, args.folds, args.seed)
     methods = methods_from_args(args, a2q_groups=args.a2q_groups)
+    deployed = DeploymentTally.on_graphs(dataset, args.batch_size,
+                                         min_run_time=args.min_run_time)
     start = time.perf_counter()
     with tqdm(total=len(folds) * len(methods), disable=args.no_progress,
               desc='folds x methods') as bar:
@@ -64,12 +75,14 @@ def main(args):
                                     args.hidden, args.layers),
             dataset, methods, folds, args.epochs, args.finetune_epochs,
             lr=args.lr, finetune_lr=args.finetune_lr,
-            batch_size=args.batch_size, progress=bar.update)
+            batch_size=args.batch_size, progress=bar.update,
+            on_model=deployed)
     print(f'\nGIN on {name}, {args.folds}-fold cross-validation:')
-    print(format_rows(rows))
+    print(format_deployed_rows(rows, deployed.rows()))
     print(f'\n({time.perf_counter() - start:.0f} s)')
-    records = [dict(asdict(row), model='gin', dataset=args.dataset,
-                    source=loaded.kind) for row in rows]
+    records = [dict(record, model='gin', dataset=args.dataset,
+                    source=loaded.kind)
+               for record in deployed_records(rows, deployed.rows())]
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(records, f, indent=2)
@@ -111,6 +124,10 @@ def build_parser():
                         help='A²Q\'s pool of per-node parameter pairs shared '
                         'by all graphs (default: 64)')
     add_method_arguments(parser, a2q_target=None)
+    parser.add_argument('--min-run-time', type=cli.positive_float,
+                        default=0.2,
+                        help='seconds of timed inference runs of each '
+                        'deployed model and of its float model (default: 0.2)')
     cli.add_output_arguments(parser, 'accuracy against average bits')
     return parser
 

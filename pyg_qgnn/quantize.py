@@ -10,9 +10,10 @@ r"""Swap the layers of a PyG model for their quantized twins.
     qmodel = quantize_model(model, QAT(bits=8))  # GCNConv -> QuantGCNConv
     ...  # fine-tune qmodel, then pyg_qgnn.deploy.save(qmodel, 'gcn8.safetensors')
 
-A *scheme* (:class:`QAT`; Degree-Quant and A²Q plug in the same way) says
-which quantizer stands at each quantization point of a layer; the registry
-says which twin replaces which float layer.
+A *scheme* (:class:`QAT`; Degree-Quant, A²Q and :class:`Binary` plug in
+the same way) says which quantizer stands at each quantization point of a
+layer; the registry (:meth:`QuantScheme.twin_class`) says which twin
+replaces which float layer.
 """
 import copy
 import warnings
@@ -27,8 +28,10 @@ from pyg_qgnn.schemes import (  # noqa: F401  (re-exported)
     A2Q,
     QAT,
     QUANTIZED_LAYERS,
+    Binary,
     DegreeQuant,
     QuantScheme,
+    register_binary_layer,
     register_quantized_layer,
     supported_layers,
 )
@@ -42,7 +45,8 @@ def quantize_model(model: nn.Module, scheme: QuantScheme,
     Args:
         model (torch.nn.Module): A PyG layer or any model built of them
             (e.g. :class:`torch_geometric.nn.models.GCN`).
-        scheme (QuantScheme): For instance :obj:`QAT(bits=8)`.
+        scheme (QuantScheme): For instance :obj:`QAT(bits=8)` or
+            :obj:`Binary()`.
         inplace (bool, optional): Modify :obj:`model` instead of a copy.
             (default: :obj:`False`)
         strict (bool, optional): Raise on a :class:`MessagePassing` layer
@@ -59,12 +63,12 @@ def quantize_model(model: nn.Module, scheme: QuantScheme,
     if not inplace:
         model = copy.deepcopy(model)
     swapped, skipped = [], []
-    if type(model) in QUANTIZED_LAYERS:  # a bare layer
+    if scheme.twin_class(type(model)) is not None:  # a bare layer
         model = scheme.convert(model)
         swapped.append('')
     # Float layers a twin keeps (a GINConv's network) are swapped too.
     _swap_children(model, scheme, prefix='', swapped=swapped, skipped=skipped)
-    supported = ', '.join(supported_layers())
+    supported = ', '.join(scheme.supported_layers())
     if skipped and strict:
         path, layer = skipped[0]
         raise TypeError(f"cannot quantize layer '{path}' ({layer}): supported "
@@ -97,7 +101,7 @@ def _swap_children(module: nn.Module, scheme: QuantScheme, prefix: str,
         path = prefix + name
         if isinstance(child, QuantLayer):
             continue
-        if type(child) in QUANTIZED_LAYERS:
+        if scheme.twin_class(type(child)) is not None:
             twin = scheme.convert(child)
             setattr(module, name, twin)
             swapped.append(path)

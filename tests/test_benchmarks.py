@@ -218,7 +218,7 @@ def test_recsys_bad_argument():
 def test_binary_infer_and_bytes(tmp_path):
     records = run_benchmark('binary.py', tmp_path / 'out.json', '--clouds',
                             '2', '--points', '32', '--k', '4', '--metrics',
-                            'infer', 'bytes')
+                            'infer', 'bytes', '--models', 'dgcnn')
     assert [(r['case'], r['metric']) for r in records] == [
         ('dgcnn_rf_b2_n32', 'infer'), ('dgcnn_rf', 'bytes'),
         ('dgcnn_bf1', 'bytes'), ('dgcnn_bf2', 'bytes')]
@@ -249,3 +249,105 @@ def test_layer_throughput_lgconv(tmp_path):
                             '--sizes', '300:1200')
     assert [r['case'] for r in records] == ['LGConv/300x1200/train',
                                             'LGConv/300x1200/inference']
+
+
+def test_integer(tmp_path):
+    from torch_geometric.typing import WITH_TORCH_SPARSE
+    records = run_benchmark('integer.py', tmp_path / 'out.json', '--nodes',
+                            '300', '--edges', '1200', '--features', '16',
+                            '--hidden', '16')
+    infer = ['gcn_int8_300_1200_16', 'gin_int8_300_1200_16',
+             'sage_int8_300_1200_16', 'gcn_int4_300_1200_16']
+    sizes = ['gcn_int8_16_16_16', 'gin_int8_16_16_16', 'sage_int8_16_16_16',
+             'gcn_int4_16_16_16']
+    cases = [r['case'] for r in records]
+    # bfloat16 autocast baselines follow each INT8 case where the float
+    # model runs under autocast (always with a torch_sparse adjacency).
+    assert [c for c in cases if not c.endswith('_bf16')] == infer + sizes
+    if WITH_TORCH_SPARSE:
+        assert cases[:7] == [infer[0], infer[0] + '_bf16', infer[1],
+                             infer[1] + '_bf16', infer[2], infer[2] + '_bf16',
+                             infer[3]]
+    for record in records:
+        assert record['benchmark'] == 'integer'
+        assert record['metric'] == ('bytes' if record['case'] in sizes
+                                    else 'infer')
+        assert record['unit'] == ('B' if record['metric'] == 'bytes' else 's')
+        # Times and bytes: above 1 means the deployed model is better.
+        assert math.isclose(record['ratio'],
+                            record['baseline'] / record['value'],
+                            rel_tol=1e-9)
+    # Sizes do not depend on the machine: codes are smaller than floats,
+    # 4-bit codes smaller than 8-bit ones, from the same float file.
+    size = {r['case']: r for r in records if r['metric'] == 'bytes'}
+    assert all(r['ratio'] > 1 for r in size.values())
+    assert size['gcn_int4_16_16_16']['value'] < size['gcn_int8_16_16_16'][
+        'value']
+    assert size['gcn_int4_16_16_16']['baseline'] == size[
+        'gcn_int8_16_16_16']['baseline']
+
+
+def test_integer_help_and_bad_argument():
+    script = str(BENCHMARKS / 'integer.py')
+    result = subprocess.run([sys.executable, script, '--help'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for flag in ('--quick', '--json', '--nodes', '--hidden', '--models',
+                 'cached=True', 'bfloat16'):
+        assert flag in result.stdout
+    result = subprocess.run([sys.executable, script, '--models', 'gat'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: argument --models')
+
+
+def test_layer_throughput_integer_twins(tmp_path):
+    # Their inference cases convert the twins (deploy.convert), which
+    # fails the run if one has no deployed form.
+    records = run_benchmark('layer_throughput.py', tmp_path / 'out.json',
+                            '--layers', 'GINConv', 'SAGEConv', 'GATConv',
+                            '--features', '8', '--sizes', '100:400')
+    assert [r['case'] for r in records] == [
+        'GINConv/100x400/train', 'GINConv/100x400/inference',
+        'SAGEConv/100x400/train', 'SAGEConv/100x400/inference',
+        'GATConv/100x400/train', 'GATConv/100x400/inference']
+
+
+def test_layer_throughput_bin_sage_conv(tmp_path):
+    # The inference case times the deployed form (deploy.convert).
+    records = run_benchmark('layer_throughput.py', tmp_path / 'out.json',
+                            '--layers', 'BinSAGEConv', '--features', '8',
+                            '--sizes', '100:400')
+    assert [r['case'] for r in records] == ['BinSAGEConv/100x400/train',
+                                            'BinSAGEConv/100x400/inference']
+
+
+def test_binary_binsage(tmp_path):
+    from torch_geometric.typing import WITH_TORCH_SPARSE
+    records = run_benchmark('binary.py', tmp_path / 'out.json', '--metrics',
+                            'infer', 'bytes', '--models', 'binsage',
+                            '--nodes', '300', '--edges', '1200',
+                            '--features', '16', '--hidden', '16')
+    infer = ['binsage_300_1200_16'] + (['binsage_300_1200_16_bf16']
+                                       if WITH_TORCH_SPARSE else [])
+    assert [(r['case'], r['metric']) for r in records] == [
+        *((case, 'infer') for case in infer), ('binsage', 'bytes')]
+    for record in records:
+        assert record['benchmark'] == 'binary'
+        assert record['unit'] == ('bytes' if record['metric'] == 'bytes'
+                                  else 's')
+        # Times and bytes: above 1 means the deployed BinGraphSAGE is better.
+        assert math.isclose(record['ratio'],
+                            record['baseline'] / record['value'],
+                            rel_tol=1e-9)
+    # Sizes do not depend on the machine: 1-bit weights are smaller.
+    assert records[-1]['ratio'] > 4
+
+
+def test_binary_binsage_bytes_goal(tmp_path):
+    # At the paper's width the file shrinks at least 20 times.
+    records = run_benchmark('binary.py', tmp_path / 'out.json', '--metrics',
+                            'bytes', '--models', 'binsage', '--nodes', '100',
+                            '--edges', '400', '--features', '100')
+    assert [r['case'] for r in records] == ['binsage']
+    assert records[0]['ratio'] >= 20

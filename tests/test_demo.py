@@ -2,16 +2,18 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from pyg_qgnn.__main__ import build_parser, main
 from pyg_qgnn.demo.quant import run_quant
-from pyg_qgnn.train import MethodRow, format_rows
+from pyg_qgnn.train import DeployedRow, MethodRow, format_rows
 from tests.conftest import SHARED_DATA, has_shared
 
 ROOT = Path(__file__).resolve().parents[1]
+DEPLOYED_FIELDS = {f.name for f in fields(DeployedRow)} - {'method', 'bits'}
 
 
 @pytest.mark.skipif(not has_shared('Cora'), reason='shared Cora data absent')
@@ -27,11 +29,19 @@ def test_demo_on_cora_writes_rows(tmp_path, capsys):
         ('FP32', 32), ('QAT', 8), ('QAT', 4), ('DQ', 8), ('DQ', 4), ('A²Q', 4)]
     for r in rows:
         assert set(r) == {'method', 'bits', 'acc_mean', 'acc_std', 'avg_bits',
-                          'bytes', 'runs', 'section', 'dataset', 'source'}
+                          'bytes', 'runs', 'section', 'dataset', 'source',
+                          *DEPLOYED_FIELDS}
         assert (r['section'], r['dataset'], r['source']) == ('quant', 'Cora',
                                                             'real')
         assert 0.3 < r['acc_mean'] <= 1.0 and r['acc_std'] >= 0
         assert r['runs'] == 2
+    # Each quantized GCN deployed: the same predictions, a time against float.
+    assert rows[0]['not_deployed'] and rows[0]['deployed_time_s'] is None
+    for r in rows[1:]:
+        assert r['same_predictions'] == 1.0 and r['deployed_runs'] == 2
+        assert r['deployed_acc_mean'] == r['acc_mean']
+        assert r['deployed_time_s'] > 0 and r['float_time_s'] > 0
+        assert r['deployed_bytes'] < r['float_bytes']
     sizes = [r['bytes'] for r in rows]
     # 2-layer GCN on Cora: weights dominate, so INT8 < 1/3 and INT4 < 1/5.
     assert sizes[1] < sizes[0] / 3 and sizes[2] < sizes[0] / 5
@@ -40,6 +50,8 @@ def test_demo_on_cora_writes_rows(tmp_path, capsys):
     assert plot.stat().st_size > 0
     printed = capsys.readouterr().out
     assert '| QAT | 4 |' in printed and 'Kipf' in printed
+    assert '| deployed ms | float ms | speed-up |' in printed
+    assert 'WARNING' not in printed
     assert 'GCN on Cora:' in printed and 'SYNTHETIC' not in printed
 
 

@@ -5,6 +5,8 @@ from pyg_qgnn.datasets.modelnet import (
     synthetic_shapes,
 )
 from pyg_qgnn.datasets.molecules import load_molecules
+from pyg_qgnn.datasets.ogb_synthetic import write_synthetic_ogb
+from pyg_qgnn.datasets.ogbn import LoadedOGB, load_ogbn
 from pyg_qgnn.datasets.planetoid import LoadedGraph, load_planetoid
 from pyg_qgnn.datasets.recsys import RecSysData, load_recsys
 from pyg_qgnn.datasets.synthetic import contextual_sbm
@@ -27,4 +29,7 @@ __all__ = [
     'load_modelnet40',
     'LoadedPointClouds',
     'synthetic_shapes',
+    'load_ogbn',
+    'LoadedOGB',
+    'write_synthetic_ogb',
 ]

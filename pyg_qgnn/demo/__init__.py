@@ -4,7 +4,8 @@ synthetic stand-ins where not. ``--only NAME`` runs some sections.
 
 Sections:
   quant  GCN on Cora: FP32 against QAT, Degree-Quant (INT8/INT4) and A²Q:
-         test accuracy, average bits, checkpoint bytes.
+         test accuracy, average bits, checkpoint bytes; each deployed as
+         integers: its accuracy, bytes and inference time against float.
   gnaq   LightGCN on a Gowalla subsample: float against 2-bit GNAQ:
          test Recall@20, NDCG@20, stored embedding bytes.
   prune  GCN on Cora at 50% and 90% global sparsity, with and without
@@ -12,17 +13,21 @@ Sections:
   binary DGCNN on ModelNet40 point clouds: float against a binary DGCNN
          (bit-packed deployment): test accuracy, stored bytes, and the
          Hamming-space kNN against the float kNN.
+  binsage GraphSAGE on Cora against BinGraphSAGE from scratch and
+         distilled from it (bit-packed deployment): test accuracy, stored
+         bytes, deployed predictions against fake-quantized ones.
 """
 import json
 import time
 from typing import List, Optional, Sequence
 
 from pyg_qgnn import cli
-from pyg_qgnn.demo import binary, gnaq, prune, quant
+from pyg_qgnn.demo import binary, binsage, gnaq, prune, quant
 
 #: Section name -> its module: ``add_arguments(parser)`` adds the section's
 #: own flags, ``run(args)`` prints its table and returns its JSON rows.
-SECTIONS = {'quant': quant, 'gnaq': gnaq, 'prune': prune, 'binary': binary}
+SECTIONS = {'quant': quant, 'gnaq': gnaq, 'prune': prune, 'binary': binary,
+            'binsage': binsage}
 
 
 def section_path(path: Optional[str], section: str, sections: Sequence[str]

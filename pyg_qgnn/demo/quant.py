@@ -1,15 +1,21 @@
 r"""Demo section ``quant``: a float 2-layer GCN on a Planetoid graph
 against its quantized copies, made with quantize_model under QAT and
 Degree-Quant at each bit width and under A²Q (learned per-node bit widths),
-each fine-tuned from the float weights.
+each fine-tuned from the float weights, then deployed
+(pyg_qgnn.deploy.convert: integer codes, int8 matrix products and
+aggregation) and run on the same graph.
 
 Columns: method and bits; test accuracy of the epoch with the best
-validation accuracy (mean ± std over seeds); the average bit width of node
-features (A²Q learns it); bytes of the safetensors file that
-pyg_qgnn.deploy.save writes (quantized weights bit-packed); how many times
-smaller than the float file.
+validation accuracy (mean ± std over seeds); the deployed model's test
+accuracy, which must equal it; the share of nodes whose predicted class is
+the same for both (100%, else a WARNING line follows the table); the
+average bit width of node features (A²Q learns it); bytes of the
+safetensors file that pyg_qgnn.deploy.save writes (quantized weights
+bit-packed); how many times smaller than the float file; bytes the deployed
+model holds; milliseconds of one full-graph inference of the deployed model
+and of the float GCN it was fine-tuned from (median over seeds); float time
+/ deployed time. FP32 has no deployed form (–).
 """
-from dataclasses import asdict
 from typing import List, Optional, Sequence
 
 from torch_geometric.transforms import NormalizeFeatures
@@ -19,7 +25,12 @@ from pyg_qgnn import cli
 from pyg_qgnn.datasets import load_planetoid
 from pyg_qgnn.datasets.planetoid import PLANETOID_NAMES, LoadedGraph
 from pyg_qgnn.nn.models import node_classifier
-from pyg_qgnn.train import Method, compare_on_nodes, format_rows, plot_rows
+from pyg_qgnn.train import DeploymentTally, Method, compare_on_nodes, \
+    deployed_records, format_deployed_rows, plot_rows
+
+#: Seconds of timed inference per deployed model and per float model: the
+#: section's 15 quantized models stay within a few seconds of timing.
+MIN_RUN_TIME = 0.1
 
 
 def quant_methods(bits: Sequence[int], observer: str = 'per',
@@ -41,8 +52,10 @@ def run_quant(dataset: str = 'Cora', root: Optional[str] = None,
               seeds: int = 5, epochs: int = 200, finetune_epochs: int = 100,
               methods: Sequence[Method] = tuple(quant_methods((8, 4))),
               progress: bool = True):
-    r"""Rows of the quant section and the :class:`LoadedGraph` they come
-    from (its :obj:`kind` says :obj:`"real"` or :obj:`"synthetic"`)."""
+    r"""Rows of the quant section, their deployed rows
+    (:class:`~pyg_qgnn.train.DeployedRow`) and the :class:`LoadedGraph`
+    they come from (its :obj:`kind` says :obj:`"real"` or
+    :obj:`"synthetic"`)."""
     for name, value in dict(seeds=seeds, epochs=epochs,
                             finetune_epochs=finetune_epochs).items():
         if value < 1:
@@ -53,14 +66,15 @@ def run_quant(dataset: str = 'Cora', root: Optional[str] = None,
     print(f'[pyg_qgnn] {graph.name}: {data.num_nodes} nodes, '
           f'{data.num_edges} edges, {graph.num_classes} classes '
           f'(from {graph.source}); {graph.split}')
+    deployed = DeploymentTally.on_nodes(data, min_run_time=MIN_RUN_TIME)
     with tqdm(total=seeds * len(methods), disable=not progress,
               desc='seeds x methods') as bar:
         rows = compare_on_nodes(
             lambda: node_classifier('gcn', data.num_features,
                                     graph.num_classes),
             data, methods, seeds, epochs, finetune_epochs,
-            progress=bar.update)
-    return rows, graph
+            progress=bar.update, on_model=deployed)
+    return rows, deployed.rows(), graph
 
 
 def title(graph: LoadedGraph, seeds: int) -> str:
@@ -76,18 +90,20 @@ def run(args) -> List[dict]:
     methods = quant_methods(args.bits, args.observer, args.methods,
                             args.a2q_bits, args.a2q_target)
     with cli.user_input('--root' if args.root else '--dataset'):
-        rows, graph = run_quant(args.dataset, args.root, args.seeds,
-                                args.epochs, args.finetune_epochs, methods,
-                                progress=not args.no_progress)
+        rows, deployed, graph = run_quant(args.dataset, args.root,
+                                          args.seeds, args.epochs,
+                                          args.finetune_epochs, methods,
+                                          progress=not args.no_progress)
     print()
     print(title(graph, args.seeds))
-    print(format_rows(rows))
+    print(format_deployed_rows(rows, deployed))
     plot = args.plot_path('quant')
     if plot:
         plot_rows(rows, plot, title(graph, args.seeds))
         print(f'plot written to {plot}')
-    return [dict(asdict(row), section='quant', dataset=graph.name,
-                 source=graph.kind) for row in rows]
+    return [dict(record, section='quant', dataset=graph.name,
+                 source=graph.kind)
+            for record in deployed_records(rows, deployed)]
 
 
 def add_arguments(parser):

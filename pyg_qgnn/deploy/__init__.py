@@ -23,6 +23,7 @@ from pyg_qgnn.deploy.binary import (
     DeployedDynamicXorEdgeConv,
     DeployedXorEdgeConv,
 )
+from pyg_qgnn.deploy.binary_sage import DeployedBinSAGEConv
 from pyg_qgnn.deploy.gnaq import DeployedGNAQ
 from pyg_qgnn.deploy.integer import (
     DeployedQuantGATConv,
@@ -32,6 +33,7 @@ from pyg_qgnn.deploy.integer import (
     DeployedQuantSAGEConv,
 )
 from pyg_qgnn.deploy.integer_codec import Codes, IntegerCodec, IntegerWeight
+from pyg_qgnn.deploy.packed_features import PackedFeatures, pack_features
 
 __all__ = [
     'save',
@@ -56,6 +58,7 @@ __all__ = [
     'DeployedDynamicBinEdgeConv',
     'DeployedXorEdgeConv',
     'DeployedDynamicXorEdgeConv',
+    'DeployedBinSAGEConv',
     'DeployedGNAQ',
     'DeployedQuantLinear',
     'DeployedQuantGCNConv',
@@ -65,4 +68,6 @@ __all__ = [
     'Codes',
     'IntegerCodec',
     'IntegerWeight',
+    'PackedFeatures',
+    'pack_features',
 ]

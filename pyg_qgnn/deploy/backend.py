@@ -43,6 +43,10 @@ class Backend:
             :func:`~pyg_qgnn.deploy.integer_aggregate.aggregate_codes`
             takes: :obj:`"native"` (its C kernel, built with OpenMP where
             the compiler has it) or :obj:`"torch"`.
+        int8_elementwise (str): The path of the quantize and rescale steps
+            of the deployed integer layers
+            (:mod:`pyg_qgnn.deploy.integer_elementwise`): :obj:`"native"`
+            or :obj:`"torch"`.
     """
     int8_gemm: bool
     numpy_popcount: bool
@@ -51,6 +55,7 @@ class Backend:
     hamming_knn: str
     binary_matmul: str
     int8_aggregate: str
+    int8_elementwise: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,6 +70,7 @@ def backend() -> Backend:
     popcounts (whose XOR needs a scratch tensor per chunk).
     """
     from pyg_qgnn.deploy.integer_aggregate import aggregate_kernel
+    from pyg_qgnn.deploy.integer_elementwise import native_available
     from pyg_qgnn.deploy.knn import native_kernel
 
     int8_gemm = _has_int8_gemm()
@@ -81,7 +87,8 @@ def backend() -> Backend:
     aggregate = 'native' if aggregate_kernel() is not None else 'torch'
     return Backend(int8_gemm=int8_gemm, numpy_popcount=numpy_popcount,
                    native=native, faiss=faiss, hamming_knn=knn,
-                   binary_matmul=matmul, int8_aggregate=aggregate)
+                   binary_matmul=matmul, int8_aggregate=aggregate,
+                   int8_elementwise='native' if native_available() else 'torch')
 
 
 def compile_native(name: str, source: str,

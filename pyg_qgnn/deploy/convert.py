@@ -101,12 +101,29 @@ def convert(model: nn.Module, inplace: bool = False) -> nn.Module:
                          f"inference-only and uses the running statistics "
                          f"of its normalization layers")
     if not inplace:
-        model = copy.deepcopy(model)
+        model = copy.deepcopy(model, memo=_shared_sparse_tensors(model))
     if type(model) in DEPLOYED_LAYERS:
         return _deployed(model, '')
     _check_deployable(model, '')
     _swap_children(model, '')
     return model
+
+
+def _shared_sparse_tensors(model: nn.Module) -> dict:
+    r"""A :func:`copy.deepcopy` memo that keeps the sparse tensors modules
+    hold as attributes (a cached :class:`GCNConv` adjacency) shared: torch
+    cannot deep-copy a sparse CSR tensor, and a cache needs no copy."""
+    memo = {}
+    pending = [value for module in model.modules()
+               for value in vars(module).values()]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, (tuple, list)):
+            pending.extend(value)
+        elif isinstance(value, torch.Tensor) and \
+                value.layout != torch.strided:
+            memo[id(value)] = value
+    return memo
 
 
 def _check_deployable(module: nn.Module, path: str):

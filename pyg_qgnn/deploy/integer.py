@@ -9,10 +9,11 @@ and below), its activation quantizers as frozen
 
 * linear transforms with an :obj:`int8` GEMM accumulating in :obj:`int32`
   (:func:`~pyg_qgnn.deploy.integer_graph.linear`);
-* aggregation by gathering :obj:`int8` node codes, accumulated in
-  :obj:`int32` where the sum is one of integers (GIN, GraphSAGE) and in
-  float32 where the trained model multiplies each message by a float
-  (GCN's normalization, A²Q's per-node steps)
+* aggregation by gathering :obj:`int8` node codes (a quarter of the bytes
+  of float32 rows), each turned into the value the trained model
+  dequantizes and summed in float64 with one rounding, which the twins do
+  in evaluation too, so sums on a rounding boundary of the next quantizer
+  land on the same code; maxima compare the codes themselves
   (:func:`~pyg_qgnn.deploy.integer_graph.aggregate`);
 * everything the trained model computes in floating point (biases, batch
   norms, activations, GAT's attention) in floating point.
@@ -32,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.typing import Adj, OptTensor, PairTensor
+from torch_geometric.typing import Adj, OptTensor, PairTensor, SparseTensor
+from torch_geometric.utils import is_sparse
 
 from pyg_qgnn.deploy.convert import (
     DeployedLayer,
@@ -41,7 +43,13 @@ from pyg_qgnn.deploy.convert import (
 )
 from pyg_qgnn.deploy.integer_codec import Codes, IntegerCodec, IntegerWeight
 from pyg_qgnn.deploy.integer_elementwise import add_codes
-from pyg_qgnn.deploy.integer_graph import aggregate, linear, spmm, to_csr
+from pyg_qgnn.deploy.integer_graph import (
+    aggregate,
+    check_edge_index,
+    linear,
+    spmm,
+    to_csr,
+)
 from pyg_qgnn.nn import (
     QuantGATConv,
     QuantGCNConv,
@@ -95,6 +103,15 @@ def _pair(x: Union[Tensor, PairTensor]) -> Tuple[Tensor, Optional[Tensor]]:
     return x[0], x[1]
 
 
+def _pattern(edge_index: Adj) -> Adj:
+    r""":obj:`edge_index` without the values of a :class:`SparseTensor`,
+    which :class:`GINConv` and :class:`SAGEConv` drop (they sum the
+    neighbours unweighted)."""
+    if isinstance(edge_index, SparseTensor):
+        return edge_index.set_value(None, layout=None)
+    return edge_index
+
+
 def _bits_repr(codecs: dict, weights: dict) -> str:
     parts = [f'{name}_bits={w.bits}' for name, w in weights.items()
              if w is not None]
@@ -134,6 +151,12 @@ class DeployedQuantLinear(DeployedLayer):
 
     @torch.no_grad()
     def forward(self, x: Union[Tensor, Codes]) -> Tensor:
+        if (isinstance(x, Tensor) and x.dim() != 2
+                and self.input_quantizer is not None
+                and self.input_quantizer.kind == 'affine'):
+            # Codes are rows: (*, F_in) -> (N, F_in), and back.
+            out = self(x.reshape(-1, x.size(-1)))
+            return out.view(*x.shape[:-1], out.size(-1))
         if isinstance(x, Tensor) and self.input_quantizer is not None:
             x = self.input_quantizer.encode(x)
         if isinstance(x, Codes):
@@ -213,6 +236,8 @@ class DeployedQuantGCNConv(DeployedLayer):
     def _graph(self, edge_index: Adj, edge_weight: OptTensor, num_nodes: int):
         if self.cached and self._cached_graph is not None:
             return self._cached_graph
+        if not is_sparse(edge_index):  # gcn_norm's errors name no argument
+            check_edge_index(edge_index, (num_nodes, num_nodes), self.flow)
         if self.normalize:
             normalized = gcn_norm(edge_index, edge_weight, num_nodes,
                                   self.improved, self.add_self_loops,
@@ -259,8 +284,8 @@ class DeployedQuantGINConv(DeployedLayer):
         (1 + \epsilon)\,\hat{\mathbf{x}}_i + Q_{agg}\big(\textstyle
         \sum_{j} \hat{\mathbf{x}}_j\big)\big)\Big)
 
-    The neighbour sum adds the :obj:`int8` codes of :math:`Q_{in}` in
-    :obj:`int32` (exactly; in float32 with A²Q's per-node steps), and
+    The neighbour sum gathers the :obj:`int8` codes of :math:`Q_{in}` and
+    adds their values in float64, as the twin does in evaluation, and
     :math:`h_{\mathbf{\Theta}}` is the trained MLP with its quantized
     linear layers deployed (:class:`DeployedQuantLinear`)."""
     def __init__(self, nn_module: nn.Module, eps: float,
@@ -270,7 +295,7 @@ class DeployedQuantGINConv(DeployedLayer):
                  output_codec: Optional[IntegerCodec] = None,
                  flow: str = 'source_to_target'):
         super().__init__()
-        self.nn = nn_module
+        self.nn = nn_module.requires_grad_(False)  # float layers (norms) too
         self.register_buffer('eps', torch.tensor(float(eps)))
         self.input_quantizer = input_codec
         self.message_quantizer = message_codec
@@ -280,6 +305,9 @@ class DeployedQuantGINConv(DeployedLayer):
 
     @classmethod
     def from_trained(cls, twin: QuantGINConv) -> 'DeployedQuantGINConv':
+        if not (isinstance(twin.aggr, str) and twin.aggr in ('add', 'sum')):
+            raise ValueError(f"'QuantGINConv' with aggr={twin.aggr!r} has "
+                             f"no integer form; expected 'add' or 'sum'")
         return cls(convert(twin.nn), float(twin.eps),
                    _codec(twin, 'input', required=True),
                    _codec(twin, 'message'), _codec(twin, 'aggregate'),
@@ -292,7 +320,8 @@ class DeployedQuantGINConv(DeployedLayer):
         codes = self.input_quantizer.encode(x_src)
         num_dst = x_dst.size(0) if x_dst is not None else (
             size[1] if size is not None else x_src.size(0))
-        csr = to_csr(edge_index, (x_src.size(0), num_dst), flow=self.flow)
+        csr = to_csr(_pattern(edge_index), (x_src.size(0), num_dst),
+                     flow=self.flow)
         messages = codes if self.message_quantizer is None else \
             self.message_quantizer.encode(codes.dequantize())
         out = _apply(self.aggregate_quantizer, aggregate(messages, csr))
@@ -320,8 +349,9 @@ class DeployedQuantSAGEConv(DeployedLayer):
         (\mathrm{aggr}_{j} \hat{\mathbf{x}}_j) + \mathbf{b} +
         \hat{\mathbf{W}}_2\,\hat{\mathbf{x}}_i\big)
 
-    The :obj:`"mean"`/:obj:`"sum"` aggregation adds :obj:`int8` codes in
-    :obj:`int32` (and :obj:`"max"` compares them); both products are
+    The :obj:`"mean"`/:obj:`"sum"` aggregation gathers :obj:`int8` codes
+    and adds their values in float64, as the twin does in evaluation (and
+    :obj:`"max"` compares the codes); both products are
     :obj:`int8` GEMMs where their input is quantized (:math:`Q_{agg}` for
     :math:`\hat{\mathbf{W}}_1`)."""
     AGGREGATIONS = {'mean': 'mean', 'sum': 'sum', 'add': 'sum', 'max': 'max'}
@@ -368,7 +398,8 @@ class DeployedQuantSAGEConv(DeployedLayer):
         codes = self.input_quantizer.encode(x_src)
         num_dst = x_dst.size(0) if x_dst is not None else (
             size[1] if size is not None else x_src.size(0))
-        csr = to_csr(edge_index, (x_src.size(0), num_dst), flow=self.flow)
+        csr = to_csr(_pattern(edge_index), (x_src.size(0), num_dst),
+                     flow=self.flow)
         messages = codes if self.message_quantizer is None else \
             self.message_quantizer.encode(codes.dequantize())
         out = aggregate(messages, csr, self.aggr)
@@ -403,7 +434,7 @@ class DeployedQuantGATConv(DeployedLayer):
     trained. Called like :class:`~torch_geometric.nn.conv.GATConv`."""
     def __init__(self, conv: QuantGATConv):
         super().__init__()
-        self.conv = conv
+        self.conv = conv.requires_grad_(False)  # attention vectors, bias
 
     @classmethod
     def from_trained(cls, twin: QuantGATConv) -> 'DeployedQuantGATConv':

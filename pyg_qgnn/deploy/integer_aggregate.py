@@ -1,8 +1,9 @@
 r"""Aggregation of :obj:`int8` node codes over a graph, as the deployed
 integer GCN, GIN and SAGE layers need it: every target node sums (or takes
-the maximum of) the codes of its sources, in integers, or sums them scaled
-by one float factor per edge (GCN's normalization) in an order fixed by the
-graph, so that every path gives the same bits.
+the maximum of) the codes of its sources, in integers, or sums their
+values (one float factor per edge: the step, times GCN's normalization) in
+float64 in an order fixed by the graph, so that every path gives the same
+bits.
 
 Paths of :func:`aggregate_codes`, tested against each other bit for bit:
 
@@ -32,22 +33,26 @@ from torch import Tensor
 from pyg_qgnn.deploy.backend import backend, native_function
 
 AGGREGATE_PATHS = ('native', 'torch')
-AGGREGATE_REDUCES = ('sum', 'max')
+AGGREGATE_REDUCES = ('sum', 'mean', 'max')
 
 #: The most entries of a row whose :obj:`int8` codes sum exactly in an
 #: :obj:`int32`: :math:`2^{24} \cdot 128 = 2^{31}`.
 MAX_EXACT_DEGREE = 1 << 24
 
+#: The largest :math:`|o|` of an offset: a code plus it stays exact in
+#: :obj:`float32` (and in the kernel's C :obj:`int`).
+MAX_OFFSET = (1 << 24) - 128
+
 #: Codes gathered at once by the pure-PyTorch sum and maximum.
 _CHUNK = 1 << 22
 
 # The kernel's modes.
-_SUM, _WEIGHTED_SUM, _MAX = 0, 1, 2
+_SUM, _WEIGHTED_SUM, _MAX, _WEIGHTED_MEAN = 0, 1, 2, 3
 
 
 def aggregate_codes(codes: Tensor, rowptr: Tensor, col: Tensor,
                     weight: Optional[Tensor] = None, reduce: str = 'sum',
-                    path: Optional[str] = None) -> Tensor:
+                    path: Optional[str] = None, offset: int = 0) -> Tensor:
     r"""Aggregates the :obj:`int8` codes :math:`\mathbf{c}_j` of the sources
     of every target node :math:`i` of a CSR graph, whose row :math:`i`
     holds the entries :math:`e \in [\mathrm{rowptr}_i,
@@ -56,15 +61,24 @@ def aggregate_codes(codes: Tensor, rowptr: Tensor, col: Tensor,
     .. math::
         \mathbf{h}_i = \sum_{e} \mathbf{c}_{j_e}, \qquad
         \mathbf{h}_i = \max_{e}\, \mathbf{c}_{j_e}, \qquad
-        \mathbf{h}_i = \Big(\big(0 + w_{e_1} \mathbf{c}_{j_{e_1}}\big)
-        + w_{e_2} \mathbf{c}_{j_{e_2}}\Big) + \cdots
+        \mathbf{h}_i = \frac{1}{d_i}\sum_{e}
+        \mathrm{fl}\big(w_e\,(\mathbf{c}_{j_e} + o)\big)
 
-    Sums and maxima are exact (:obj:`int32` accumulation); the weighted sum
-    runs in :obj:`float32` in the order of the row, each product rounded
-    before it is added (no fused multiply-add), so its bits are defined by
-    the graph alone. Rows without entries give 0; the caller, who knows
-    the zero point, replaces them where 0 is no code. Inference only: the
-    result carries no gradient.
+    Sums and maxima without weights are exact (:obj:`int32`
+    accumulation). With weights, each product :math:`w_e (c + o)` is
+    rounded to :obj:`float32` (no fused multiply-add) — it is then the
+    dequantized value :math:`s\,(q - z)` a fake-quantized model computes
+    for :math:`w_e = s`, :math:`o = -z` — and the products are summed in
+    :obj:`float64`, in the order of the row, divided by the degree
+    :math:`d_i` for :obj:`"mean"` (:math:`d_i = 1` for :obj:`"sum"`), and
+    rounded once to :obj:`float32`. Summed in :obj:`float64`, values on a
+    common grid add up exactly, in any order: the result is the one
+    rounding of the exact sum that a model summing its dequantized
+    messages in :obj:`float64` gets too (the quantized twins do in
+    evaluation), so a value on a rounding boundary of the next quantizer
+    falls on the same side in both. Rows without entries give 0; the
+    caller, who knows the zero point, replaces them where 0 is no code.
+    Inference only: the result carries no gradient.
 
     Args:
         codes (torch.Tensor): :obj:`int8` codes :math:`(N_{src}, F)`, row
@@ -76,17 +90,19 @@ def aggregate_codes(codes: Tensor, rowptr: Tensor, col: Tensor,
             :math:`[0, N_{src})`. Duplicates and self-loops are entries like
             any other.
         weight (torch.Tensor, optional): Finite :obj:`float32` factors
-            :math:`(E)`, one per entry, for :obj:`reduce="sum"`.
-            (default: :obj:`None`)
-        reduce (str, optional): :obj:`"sum"` or :obj:`"max"`.
-            (default: :obj:`"sum"`)
+            :math:`(E)`, one per entry, for :obj:`reduce="sum"` (needed for
+            :obj:`"mean"`). (default: :obj:`None`)
+        reduce (str, optional): :obj:`"sum"`, :obj:`"mean"` or
+            :obj:`"max"`. (default: :obj:`"sum"`)
         path (str, optional): :obj:`"native"`, :obj:`"torch"` or
             :obj:`None`, the fastest one present for the device (see
             :func:`~pyg_qgnn.deploy.backend`). (default: :obj:`None`)
+        offset (int, optional): :math:`o`, added to every code of a
+            weighted sum or mean before its product. (default: :obj:`0`)
 
     Returns:
         :obj:`int32` sums or maxima :math:`(M, F)`, or :obj:`float32`
-        weighted sums :math:`(M, F)`.
+        weighted sums or means :math:`(M, F)`.
     """
     if reduce not in AGGREGATE_REDUCES:
         raise ValueError(f"'reduce' must be one of {AGGREGATE_REDUCES} "
@@ -104,8 +120,20 @@ def aggregate_codes(codes: Tensor, rowptr: Tensor, col: Tensor,
             raise ValueError(f"'rowptr' has a row of {degree} entries; int32 "
                              f"sums of int8 codes are exact up to "
                              f"{MAX_EXACT_DEGREE}")
-    mode = _MAX if reduce == 'max' else _SUM if weight is None \
-        else _WEIGHTED_SUM
+    if reduce == 'mean' and weight is None:
+        raise ValueError("reduce='mean' needs 'weight' (the factors of the "
+                         "codes, e.g. their step)")
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"'offset' must be an int (got "
+                        f"{type(offset).__name__})")
+    if abs(offset) > MAX_OFFSET:
+        raise ValueError(f"'offset' must be in [-{MAX_OFFSET}, "
+                         f"{MAX_OFFSET}] (got {offset})")
+    if offset and weight is None:
+        raise ValueError("'offset' applies to weighted sums only (got "
+                         "weight=None)")
+    mode = _MAX if reduce == 'max' else _WEIGHTED_MEAN if reduce == 'mean' \
+        else _SUM if weight is None else _WEIGHTED_SUM
     on_cpu = codes.device.type == 'cpu'
     if path is None:
         path = backend().int8_aggregate if on_cpu else 'torch'
@@ -113,9 +141,10 @@ def aggregate_codes(codes: Tensor, rowptr: Tensor, col: Tensor,
         if not on_cpu:
             raise ValueError(f"path='native' takes CPU tensors (got device "
                              f"{codes.device})")
-        return _native_aggregate(codes, rowptr, col, weight, mode)
-    if mode == _WEIGHTED_SUM:
-        return _torch_weighted_sum(codes, rowptr, col, weight)
+        return _native_aggregate(codes, rowptr, col, weight, mode, offset)
+    if mode in (_WEIGHTED_SUM, _WEIGHTED_MEAN):
+        return _torch_weighted_sum(codes, rowptr, col, weight, offset,
+                                   mode == _WEIGHTED_MEAN)
     return _torch_reduce(codes, rowptr, col, mode)
 
 
@@ -216,10 +245,11 @@ def _row_chunks(rowptr: Tensor, entries: int) -> Iterator[Tuple[int, int]]:
 
 
 def _torch_weighted_sum(codes: Tensor, rowptr: Tensor, col: Tensor,
-                        weight: Tensor) -> Tensor:
+                        weight: Tensor, offset: int = 0,
+                        mean: bool = False) -> Tensor:
     r"""The weighted sums in the order of each row: step :math:`k` adds the
-    :math:`k`-th entry of every row that has one (product, then sum: two
-    rounded :obj:`float32` operations), :math:`O(\max \deg)` steps."""
+    :math:`k`-th entry of every row that has one (the :obj:`float32`
+    product, then a :obj:`float64` sum), :math:`O(\max \deg)` steps."""
     num_rows, features = rowptr.numel() - 1, codes.size(1)
     degree = rowptr.diff()
     # Rows by decreasing degree: the rows with a k-th entry are a prefix.
@@ -229,30 +259,35 @@ def _torch_weighted_sum(codes: Tensor, rowptr: Tensor, col: Tensor,
     # rows_with[k]: how many rows have more than k entries.
     at_least = torch.bincount(degree, minlength=max_degree + 1)
     rows_with = at_least.flip(0).cumsum(0).flip(0)[1:].tolist()
-    total = torch.zeros(num_rows, features, device=codes.device)
+    total = torch.zeros(num_rows, features, dtype=torch.float64,
+                        device=codes.device)
     for k, rows in enumerate(rows_with):
         entry = start[:rows] + k
-        product = weight[entry].view(-1, 1) * \
-            codes.index_select(0, col[entry]).float()
-        total[:rows] += product
-    return torch.empty_like(total).index_copy_(0, order, total)
+        shifted = codes.index_select(0, col[entry]).to(torch.int32) + offset
+        total[:rows] += weight[entry].view(-1, 1) * shifted.float()
+    if mean:
+        total /= degree[order].clamp(min=1).view(-1, 1)
+    return torch.empty(num_rows, features, device=codes.device).index_copy_(
+        0, order, total.float())
 
 
 # The C kernel ################################################################
 
 
 def _native_aggregate(codes: Tensor, rowptr: Tensor, col: Tensor,
-                      weight: Optional[Tensor], mode: int) -> Tensor:
+                      weight: Optional[Tensor], mode: int,
+                      offset: int = 0) -> Tensor:
     kernel = aggregate_kernel()
     if kernel is None:
         raise RuntimeError("path='native' needs a C compiler (cc or $CC); "
                            "use path=None")
     num_rows = rowptr.numel() - 1
-    dtype = torch.float32 if mode == _WEIGHTED_SUM else torch.int32
+    dtype = torch.float32 if mode in (_WEIGHTED_SUM, _WEIGHTED_MEAN) \
+        else torch.int32
     out = torch.empty(num_rows, codes.size(1), dtype=dtype)
     status = kernel(codes.data_ptr(), rowptr.data_ptr(), col.data_ptr(),
                     None if weight is None else weight.data_ptr(), num_rows,
-                    codes.size(1), mode, torch.get_num_threads(),
+                    codes.size(1), mode, int(offset), torch.get_num_threads(),
                     out.data_ptr())
     if status != 0:
         raise RuntimeError(f'the integer aggregation kernel failed (status '
@@ -271,6 +306,7 @@ def _native_aggregate(codes: Tensor, rowptr: Tensor, col: Tensor,
 #: ends (3-7x faster on the graph of the module notes).
 _SOURCE = r"""
 #include <stdint.h>
+#include <stdlib.h>
 
 #define AHEAD 16
 
@@ -340,38 +376,54 @@ static void weighted_row(const int8_t *restrict codes,
                          const int64_t *restrict col,
                          const float *restrict weight, int64_t first,
                          int64_t last, int64_t stop, int64_t features,
-                         float *restrict acc) {
-    for (int64_t f = 0; f < features; ++f) acc[f] = 0.0f;
+                         int offset, int mean, double *restrict acc,
+                         float *restrict out) {
+    for (int64_t f = 0; f < features; ++f) acc[f] = 0.0;
     for (int64_t e = first; e < last; ++e) {
         fetch_ahead(codes, col, e, stop, features);
         const int8_t *restrict a = codes + col[e] * features;
         const float w = weight[e];
         for (int64_t f = 0; f < features; ++f)
-            acc[f] = acc[f] + w * (float)a[f];
+            acc[f] += (double)(w * (float)(a[f] + offset));
     }
+    const double count = (mean && last > first) ? (double)(last - first) : 1.0;
+    for (int64_t f = 0; f < features; ++f)
+        out[f] = (float)(acc[f] / count);
 }
 
 int aggregate_codes(const int8_t *codes, const int64_t *rowptr,
                     const int64_t *col, const float *weight, int64_t rows,
-                    int64_t features, int mode, int threads, void *out) {
-    if (mode < 0 || mode > 2) return -1;
+                    int64_t features, int mode, int offset, int threads,
+                    void *out) {
+    if (mode < 0 || mode > 3) return -1;
     if (rows == 0 || features == 0) return 0;
     const int64_t stop = rowptr[rows];  /* prefetches run on across rows */
-    if (mode == 1 && stop > 0 && !weight) return -1;
-    #pragma omp parallel for schedule(dynamic, 256) num_threads(threads)
-    for (int64_t i = 0; i < rows; ++i) {
-        const int64_t first = rowptr[i], last = rowptr[i + 1];
-        if (mode == 0)
-            sum_row(codes, col, first, last, stop, features,
-                    (int32_t *)out + i * features);
-        else if (mode == 1)
-            weighted_row(codes, col, weight, first, last, stop, features,
-                         (float *)out + i * features);
-        else
-            max_row(codes, col, first, last, stop, features,
-                    (int32_t *)out + i * features);
+    if (mode >= 1 && mode != 2 && stop > 0 && !weight) return -1;
+    int failed = 0;
+    #pragma omp parallel num_threads(threads) reduction(|:failed)
+    {
+        double *scratch = 0;  /* a weighted row's float64 accumulators */
+        if (mode == 1 || mode == 3) {
+            scratch = malloc(features * sizeof(double));
+            failed |= !scratch;
+        }
+        #pragma omp for schedule(dynamic, 256)
+        for (int64_t i = 0; i < rows; ++i) {
+            const int64_t first = rowptr[i], last = rowptr[i + 1];
+            if (mode == 0)
+                sum_row(codes, col, first, last, stop, features,
+                        (int32_t *)out + i * features);
+            else if (mode == 2)
+                max_row(codes, col, first, last, stop, features,
+                        (int32_t *)out + i * features);
+            else if (scratch)
+                weighted_row(codes, col, weight, first, last, stop, features,
+                             offset, mode == 3, scratch,
+                             (float *)out + i * features);
+        }
+        free(scratch);
     }
-    return 0;
+    return failed ? -2 : 0;
 }
 """
 
@@ -385,5 +437,5 @@ def aggregate_kernel() -> Optional[Callable]:
     r"""The C kernel of :func:`aggregate_codes`, built on first use, or
     :obj:`None` where it cannot be built."""
     return native_function('aggregate_codes', _SOURCE, [
-        ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_int] * 2 + [
+        ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_int] * 3 + [
         ctypes.c_void_p], _FLAGS)

@@ -1,6 +1,6 @@
 r"""The elementwise steps of the deployed integer layers, each one pass over
 memory: quantizing floats to :obj:`int8` codes, quantize-dequantize in
-place, rescaling integer sums, and the rescaling epilogue of an integer
+place, adding dequantized codes, and the rescaling epilogue of an integer
 GEMM.
 
 On large graphs a deployed layer is bound by memory bandwidth, and a chain
@@ -67,21 +67,6 @@ int quantize_rows(const float *x, int64_t n, int64_t f, float step,
     return bad;
 }
 
-/* out[i, k] = (float)(total[i, k] - count[i] * zero) * step; out may be
-   total itself (read, then written, element by element) */
-int rescale_sums(const int32_t *total, const int64_t *rowptr, int64_t n,
-                 int64_t f, int zero, float step, float *out, int threads) {
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t i = 0; i < n; ++i) {
-        int32_t shift = (int32_t)(rowptr[i + 1] - rowptr[i]) * zero;
-        for (int64_t k = 0; k < f; ++k)
-            out[i * f + k] = (float)(total[i * f + k] - shift) * step;
-    }
-    return 0;
-}
-
-/* out[i, o] = (float)(acc[i, o] - correction[o]) * (row_step[i] * col_step[o])
-   (or * scale[o]) + bias[o] */
 /* out[i, k] += alpha * ((float)(codes[i, k] - zero) * step), the product by
    alpha only when alpha != 1 (as (1 + eps) * x is computed then added) */
 int add_codes(const int8_t *codes, int64_t n, int64_t f, int zero,
@@ -126,7 +111,6 @@ def _library() -> Optional[dict]:
     signatures = dict(
         quantize_rows=[p, i64, i64, f32, f32, f32, f32, i32, p, p, p, p, p,
                        i32],
-        rescale_sums=[p, p, i64, i64, i32, f32, p, i32],
         add_codes=[p, i64, i64, i32, f32, f32, p, i32],
         gemm_epilogue=[p, i64, i64, p, p, p, p, p, p, i32])
     found = {}
@@ -211,25 +195,12 @@ def quantize(x: Tensor, step: Tensor, zero: float, qmin, qmax,
     codes = torch.maximum(codes, torch.as_tensor(qmin, dtype=codes.dtype))
     codes = torch.minimum(codes, torch.as_tensor(qmax, dtype=codes.dtype))
     if fake:
-        return codes.sub_(zero).mul_(step)
+        codes.sub_(zero).mul_(step)
+        # Written over x as the native path writes, where x can hold it.
+        if inplace and x.dtype == torch.float32:
+            return x.copy_(codes)
+        return codes
     return codes.to(torch.int32).add_(shift).to(torch.int8)
-
-
-def rescale_sums(total: Tensor, rowptr: Tensor, zero: int, step: Tensor,
-                 path: Optional[str] = None) -> Tensor:
-    r""":math:`s\,(S_i - d_i z)` of integer sums :obj:`total` :math:`(M, F)`
-    of :math:`d_i = \mathrm{rowptr}_{i+1} - \mathrm{rowptr}_i` codes each,
-    written over :obj:`total` (float32 and int32 have one size: a large
-    graph's features are not allocated twice)."""
-    if _use_native(path, total, rowptr):
-        out = total.view(torch.float32)
-        _library()['rescale_sums'](total.data_ptr(), rowptr.data_ptr(),
-                                   total.size(0), total.size(1), int(zero),
-                                   float(step), out.data_ptr(),
-                                   torch.get_num_threads())
-        return out
-    shift = rowptr.diff().to(torch.int32).view(-1, 1) * zero
-    return (total - shift).to(torch.float32) * step
 
 
 def add_codes(out: Tensor, codes: Tensor, zero: int, step: Tensor,

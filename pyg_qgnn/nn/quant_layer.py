@@ -170,6 +170,23 @@ class QuantLayer:
                 return quantizer.fake_quant_enabled
         return False
 
+    def exact_sums(self) -> bool:
+        r"""Whether messages are summed in :obj:`float64`: in evaluation,
+        when :math:`Q_{in}` is on. Dequantized messages then lie on one grid
+        and their :obj:`float64` sum is exact in any order, so its one
+        rounding to :obj:`float32` is also what the integer deployed layer
+        computes (:mod:`pyg_qgnn.deploy.integer`). A :obj:`float32` sum
+        would depend on the order of the additions, and where a sum falls on
+        a rounding boundary of :math:`Q_{agg}` (one-hot features make that
+        common) the two could land on different codes."""
+        if self.training:
+            return False
+        if hasattr(self, 'input_quantizer'):
+            quantizer = self.input_quantizer
+            if quantizer is not None:
+                return quantizer.fake_quant_enabled
+        return False
+
     def sparse_edges(self, adj_t: Adj) -> Tuple[Tensor, Tensor, int]:
         r"""Edge indices :math:`(2, |\mathcal{E}|)` (target row, source
         column), edge values and the number of target nodes of a sparse

@@ -7,6 +7,11 @@ from pyg_qgnn.schemes.base import (
     register_quantized_layer,
     supported_layers,
 )
+from pyg_qgnn.schemes.binary import (
+    BINARY_LAYERS,
+    Binary,
+    register_binary_layer,
+)
 from pyg_qgnn.schemes.degree_quant import DegreeQuant
 from pyg_qgnn.schemes.qat import QAT
 
@@ -15,6 +20,9 @@ __all__ = [
     'QAT',
     'DegreeQuant',
     'A2Q',
+    'Binary',
+    'BINARY_LAYERS',
+    'register_binary_layer',
     'QUANTIZED_LAYERS',
     'register_quantized_layer',
     'supported_layers',

@@ -49,9 +49,19 @@ class QuantScheme:
     def quantizer(self, point: str, layer: nn.Module) -> Optional[Quantizer]:
         raise TypeError(f"'{type(self).__name__}' must define quantizer()")
 
+    def twin_class(self, float_cls: type) -> Optional[Type[QuantLayer]]:
+        r"""The twin class that replaces :obj:`float_cls` layers under this
+        scheme (exact class match), or :obj:`None`; by default from
+        :obj:`QUANTIZED_LAYERS`."""
+        return QUANTIZED_LAYERS.get(float_cls)
+
+    def supported_layers(self) -> list:
+        r"""Names of the float layers this scheme swaps."""
+        return supported_layers()
+
     def convert(self, layer: nn.Module) -> QuantLayer:
         r"""The quantized twin of a supported :obj:`layer`."""
-        twin_cls = QUANTIZED_LAYERS[type(layer)]
+        twin_cls = self.twin_class(type(layer))
         quantizers = {point: self.quantizer(point, layer)
                       for point in twin_cls.quant_points}
         return twin_cls.from_float(layer, **quantizers)

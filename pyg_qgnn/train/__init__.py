@@ -10,6 +10,16 @@ from pyg_qgnn.train.compare import (
     format_rows,
     plot_rows,
 )
+from pyg_qgnn.train.deployed import (
+    DeployedRow,
+    Deployment,
+    DeploymentTally,
+    compare_deployed,
+    compare_deployed_on_graphs,
+    compare_deployed_on_nodes,
+    deployed_records,
+    format_deployed_rows,
+)
 from pyg_qgnn.train.graph import (
     CrossValidation,
     cross_validate,
@@ -47,6 +57,13 @@ from pyg_qgnn.train.results import (
     seed_everything,
     summarize,
 )
+from pyg_qgnn.train import distributed
+from pyg_qgnn.train.sampled import (
+    SampledResult,
+    layerwise_inference,
+    score_splits,
+    train_sampled,
+)
 
 __all__ = [
     'NodeResult',
@@ -70,6 +87,14 @@ __all__ = [
     'format_rows',
     'plot_rows',
     'file_size',
+    'Deployment',
+    'DeployedRow',
+    'DeploymentTally',
+    'compare_deployed',
+    'compare_deployed_on_nodes',
+    'compare_deployed_on_graphs',
+    'deployed_records',
+    'format_deployed_rows',
     'lightgcn',
     'train_recommender',
     'evaluate_recommender',
@@ -83,4 +108,9 @@ __all__ = [
     'train_point_classifier',
     'evaluate_point_classifier',
     'holdout_split',
+    'distributed',
+    'train_sampled',
+    'SampledResult',
+    'layerwise_inference',
+    'score_splits',
 ]

@@ -67,12 +67,16 @@ def compare_on_nodes(make_model: Callable[[], nn.Module], data,
                      methods: Sequence[Method], seeds: int, epochs: int,
                      finetune_epochs: int, lr: float = 0.01,
                      finetune_lr: float = 0.005,
-                     progress: Optional[Callable[[], None]] = None
-                     ) -> List[MethodRow]:
+                     progress: Optional[Callable[[], None]] = None,
+                     on_model: Optional[Callable[[Method, nn.Module], None]]
+                     = None) -> List[MethodRow]:
     r"""Per seed: trains :obj:`make_model()` in float for :obj:`epochs`,
     then each quantized method from those weights for
     :obj:`finetune_epochs`; every model is selected on validation accuracy
-    and scored on the test mask. :obj:`progress()` follows each model."""
+    and scored on the test mask. :obj:`progress()` follows each model;
+    :obj:`on_model(method, model)` is called with each trained model once
+    it is scored (a seed's float model before its quantized copies), e.g.
+    to deploy it (:class:`~pyg_qgnn.train.deployed.DeploymentTally`)."""
     methods = _float_first(methods)
     tally = _Tally(methods)
     for seed in range(seeds):
@@ -91,6 +95,8 @@ def compare_on_nodes(make_model: Callable[[], nn.Module], data,
                     admissible=method.admissible(scheme))
                 tally.add(method, qresult.test_acc,
                           method.average_bits(qmodel, scheme), qmodel)
+            if on_model is not None:
+                on_model(method, model if method.name == 'fp32' else qmodel)
             if progress is not None:
                 progress()
     return tally.rows()
@@ -100,11 +106,15 @@ def compare_on_graphs(make_model: Callable[[], nn.Module], dataset,
                       methods: Sequence[Method], folds: Sequence[Fold],
                       epochs: int, finetune_epochs: int, lr: float = 0.01,
                       finetune_lr: float = 0.005, batch_size: int = 128,
-                      progress: Optional[Callable[[], None]] = None
+                      progress: Optional[Callable[[], None]] = None,
+                      on_model: Optional[Callable[[Method, nn.Module, Fold],
+                                                  None]] = None
                       ) -> List[MethodRow]:
     r"""Per fold: trains :obj:`make_model()` in float, then each quantized
     method from those weights, selecting every model on the fold's
-    validation graphs and scoring it on its test graphs."""
+    validation graphs and scoring it on its test graphs;
+    :obj:`on_model(method, model, fold)` is called with each trained model
+    once it is scored, as in :func:`compare_on_nodes`."""
     methods = _float_first(methods)
     tally = _Tally(methods)
     for i, fold in enumerate(folds):
@@ -125,6 +135,9 @@ def compare_on_graphs(make_model: Callable[[], nn.Module], dataset,
                     admissible=method.admissible(scheme))
                 tally.add(method, qtest, method.average_bits(qmodel, scheme),
                           qmodel)
+            if on_model is not None:
+                on_model(method, model if method.name == 'fp32' else qmodel,
+                         fold)
             if progress is not None:
                 progress()
     return tally.rows()

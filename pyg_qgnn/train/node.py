@@ -1,4 +1,5 @@
-r"""Full-batch node classification (Planetoid-style masks)."""
+r"""Full-batch node classification (Planetoid-style masks), with optional
+logit matching from a teacher."""
 import copy
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
@@ -8,7 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from pyg_qgnn.quantizers import Quantizer
+from pyg_qgnn.distill.logits import (
+    check_alpha,
+    check_temperature,
+    distillation_loss,
+)
+from pyg_qgnn.quantizers import Quantizer, register_latent_weight_clipping
 
 #: ``penalty(model) -> scalar`` added to the loss (e.g. A²Q's memory term).
 Penalty = Callable[[nn.Module], Tensor]
@@ -88,12 +94,15 @@ def train_node_classifier(model: nn.Module, data: Data, epochs: int,
                           lr: float = 0.01, weight_decay: float = 5e-4,
                           penalty: Optional[Penalty] = None,
                           quant_lr: Optional[float] = None,
-                          admissible: Optional[Admissible] = None
+                          admissible: Optional[Admissible] = None,
+                          teacher_logits: Optional[Tensor] = None,
+                          temperature: float = 3.0, alpha: float = 0.1
                           ) -> NodeResult:
     r"""Trains :obj:`model` with Adam on :obj:`data.train_mask` for
     :obj:`epochs` epochs, evaluates after each, and restores the weights of
     the epoch with the best validation accuracy (the first on ties) among
-    those :obj:`admissible` accepts (all, if it accepts none).
+    those :obj:`admissible` accepts (all, if it accepts none). Latent binary
+    weights (if any) are centred and clipped after every step.
 
     Args:
         model (torch.nn.Module): Called as :obj:`model(x, edge_index)`.
@@ -110,24 +119,46 @@ def train_node_classifier(model: nn.Module, data: Data, epochs: int,
         admissible (callable, optional): Called on the model after each
             evaluation; epochs where it returns :obj:`False` are selected
             only if no epoch passes. (default: :obj:`None`)
+        teacher_logits (torch.Tensor, optional): :math:`(N, C)` logits of a
+            teacher for every node: the loss on the training nodes becomes
+            logit matching, :func:`~pyg_qgnn.distill.distillation_loss`.
+            (default: :obj:`None`)
+        temperature (float, optional): Its :math:`T`. (default: :obj:`3.0`)
+        alpha (float, optional): Its :math:`\alpha`, the weight of the
+            teacher's term. (default: :obj:`0.1`)
     """
     if epochs < 1:
         raise ValueError(f"'epochs' must be a positive integer (got {epochs})")
+    temperature, alpha = check_temperature(temperature), check_alpha(alpha)
+    if teacher_logits is not None:
+        if teacher_logits.dim() != 2 or \
+                teacher_logits.size(0) != data.num_nodes:
+            raise ValueError(f"'teacher_logits' must have one row per node "
+                             f"({data.num_nodes}) (got shape "
+                             f"{tuple(teacher_logits.shape)})")
+        teacher_logits = teacher_logits.detach()[data.train_mask]
     optimizer = make_optimizer(model, lr, weight_decay, quant_lr)
+    clipping = register_latent_weight_clipping(optimizer, model)
     best = NodeResult(-1.0, 0.0, 0)
     selection = Selection(admissible)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        optimizer.zero_grad()
-        out = _forward(model, data)
-        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
-        if penalty is not None:
-            loss = loss + penalty(model)
-        loss.backward()
-        optimizer.step()
-        val, test = evaluate_nodes(model, data)
-        best.history.append((epoch, float(loss.detach()), val))
-        if selection.offer(model, val, epoch):
-            best.val_acc, best.test_acc, best.epoch = val, test, epoch
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            optimizer.zero_grad()
+            out = _forward(model, data)[data.train_mask]
+            target = data.y[data.train_mask]
+            loss = F.cross_entropy(out, target) if teacher_logits is None \
+                else distillation_loss(out, teacher_logits, target,
+                                       temperature, alpha)
+            if penalty is not None:
+                loss = loss + penalty(model)
+            loss.backward()
+            optimizer.step()
+            val, test = evaluate_nodes(model, data)
+            best.history.append((epoch, float(loss.detach()), val))
+            if selection.offer(model, val, epoch):
+                best.val_acc, best.test_acc, best.epoch = val, test, epoch
+    finally:
+        clipping.remove()
     model.load_state_dict(selection.state)
     return best

@@ -160,3 +160,30 @@ def test_nbytes_refuses_lazy_and_non_modules():
         nbytes(Linear(-1, 4))
     with pytest.raises(TypeError, match="'model'"):
         nbytes(torch.zeros(3))
+
+
+def test_convert_copies_a_model_holding_a_cached_sparse_adjacency():
+    from torch_geometric.utils import to_torch_csr_tensor
+    torch.manual_seed(0)
+    x, edge_index = torch.randn(30, 4), torch.randint(0, 30, (2, 90))
+    adj_t = to_torch_csr_tensor(edge_index.flip(0), size=(30, 30))
+    model = quantize_model(GCN(4, 8, num_layers=2, cached=True), QAT(bits=8))
+    model(x, adj_t)  # caches the normalized torch.sparse adjacency
+    model.eval()
+    expected = model(x, adj_t)
+    deployed = convert(model)  # a copy: the cache is shared, not copied
+    assert torch.equal(deployed(x, adj_t).argmax(-1), expected.argmax(-1))
+    assert model.training is False and deployed is not model
+
+
+def test_deployed_model_runs_on_inference_mode_tensors():
+    torch.manual_seed(0)
+    x, edge_index = torch.randn(30, 4), torch.randint(0, 30, (2, 90))
+    model = quantize_model(GCN(4, 8, num_layers=2), QAT(bits=8))
+    model(x, edge_index)
+    deployed = convert(model.eval())
+    expected = deployed(x, edge_index)
+    with torch.inference_mode():  # such tensors keep no version counter
+        x_inf, edge_inf = x.clone(), edge_index.clone()
+        assert torch.equal(deployed(x_inf, edge_inf), expected)
+        assert torch.equal(deployed(x_inf, edge_inf), expected)

@@ -1,5 +1,9 @@
 """Tests of the aggregation of int8 codes over a CSR graph
-(pyg_qgnn.deploy.integer_aggregate) and of its native build."""
+(pyg_qgnn.deploy.integer_aggregate) and of its native build: exact int32
+sums and maxima; weighted sums and means (codes shifted by an offset) whose
+float32 products are summed in float64 in the order of each row and rounded
+once; the paths agree bit for bit."""
+import math
 import subprocess
 
 import pytest
@@ -14,7 +18,16 @@ from pyg_qgnn.deploy.integer_aggregate import (
     aggregate_kernel,
 )
 
-MODES = ['sum', 'weighted', 'max']
+MODES = ['sum', 'weighted', 'offset', 'mean', 'max']
+#: Weighted modes -> (reduce, offset): an offset is -z for a zero point z.
+WEIGHTED = {'weighted': ('sum', 0), 'offset': ('sum', 37),
+            'mean': ('mean', -19)}
+#: Mode -> the kernel's mode number.
+KERNEL_MODES = {'sum': integer_aggregate._SUM,
+                'weighted': integer_aggregate._WEIGHTED_SUM,
+                'offset': integer_aggregate._WEIGHTED_SUM,
+                'mean': integer_aggregate._WEIGHTED_MEAN,
+                'max': integer_aggregate._MAX}
 
 
 @pytest.fixture(params=AGGREGATE_PATHS)
@@ -60,35 +73,47 @@ def random_graph(num_targets=30, num_sources=25, num_entries=150,
 
 
 def run(mode, codes, rowptr, col, weight, path):
-    if mode == 'weighted':
-        return aggregate_codes(codes, rowptr, col, weight, path=path)
+    if mode in WEIGHTED:
+        reduce, offset = WEIGHTED[mode]
+        return aggregate_codes(codes, rowptr, col, weight, reduce, path,
+                               offset=offset)
     return aggregate_codes(codes, rowptr, col, reduce=mode, path=path)
 
 
-def reference(codes, rowptr, col, weight=None, reduce='sum'):
-    r"""Row by row in float64."""
+def reference(codes, rowptr, col, weight=None, reduce='sum', offset=0):
+    r"""Row by row in float64, products exact."""
     out = torch.zeros(rowptr.numel() - 1, codes.size(1), dtype=torch.float64)
     for i in range(out.size(0)):
         first, last = int(rowptr[i]), int(rowptr[i + 1])
         if first == last:
             continue
-        rows = codes[col[first:last]].double()
+        rows = codes[col[first:last]].double() + offset
         if reduce == 'max':
             out[i] = rows.max(dim=0).values
-        else:
-            factors = (torch.ones(last - first) if weight is None
-                       else weight[first:last]).double()
-            out[i] = (factors.view(-1, 1) * rows).sum(dim=0)
+            continue
+        factors = (torch.ones(last - first) if weight is None
+                   else weight[first:last]).double()
+        out[i] = (factors.view(-1, 1) * rows).sum(dim=0)
+        if reduce == 'mean':
+            out[i] /= last - first
     return out
 
 
-def sequential(codes, rowptr, col, weight):
-    r"""The rule in float32, entry by entry: product, then sum."""
+def sequential(codes, rowptr, col, weight, reduce='sum', offset=0):
+    r"""The rule, entry by entry: each product w (c + o) rounded to
+    float32, the products added to a float64 sum in the order of the row,
+    divided by the degree for a mean, rounded once to float32."""
     out = torch.zeros(rowptr.numel() - 1, codes.size(1))
     for i in range(out.size(0)):
-        for e in range(int(rowptr[i]), int(rowptr[i + 1])):
-            product = weight[e] * codes[col[e]].float()
-            out[i] = out[i] + product
+        first, last = int(rowptr[i]), int(rowptr[i + 1])
+        total = torch.zeros(codes.size(1), dtype=torch.float64)
+        for e in range(first, last):
+            product = weight[e] * (codes[col[e]].float() + offset)
+            assert product.dtype == torch.float32
+            total = total + product.double()
+        if reduce == 'mean' and last > first:
+            total = total / (last - first)
+        out[i] = total.float()
     return out
 
 
@@ -130,29 +155,87 @@ def test_max_is_exact(path):
                                                     .all())
 
 
-def test_weighted_sum_is_the_row_order_rule(path):
+@pytest.mark.parametrize('mode', list(WEIGHTED))
+def test_weighted_sum_is_the_row_order_rule(path, mode):
+    reduce, offset = WEIGHTED[mode]
     codes, rowptr, col, weight = random_graph(seed=2)
-    out = aggregate_codes(codes, rowptr, col, weight, path=path)
-    assert out.dtype == torch.float32
-    assert same_bits(out, sequential(codes, rowptr, col, weight))
-    expected = reference(codes, rowptr, col, weight)
-    # float32 rounding, relative to the sum of the terms' magnitudes
-    # (a sum that cancels keeps the error of its terms).
-    magnitude = reference(codes.double().abs(), rowptr, col, weight.abs())
+    out = run(mode, codes, rowptr, col, weight, path)
+    assert out.dtype == torch.float32 and out.shape == (30, 7)
+    assert same_bits(out, sequential(codes, rowptr, col, weight, reduce,
+                                     offset))
+    # Rows without entries give 0, whatever the offset.
+    assert same_bits(out[::3], torch.zeros(10, 7))
+    expected = reference(codes, rowptr, col, weight, reduce, offset)
+    # float32 rounding of each product and of the result, relative to the
+    # sum of the terms' magnitudes (a sum that cancels keeps the error of
+    # its terms).
+    magnitude = reference((codes.double() + offset).abs(), rowptr, col,
+                          weight.abs(), reduce)
     assert bool(((out.double() - expected).abs()
                  <= 1e-6 * (expected.abs() + magnitude)).all())
 
 
-def test_weighted_sum_rounds_in_row_order(path):
-    # 2^24 + 1 rounds to 2^24 in float32: left to right, the 1 is lost.
-    codes = torch.ones(1, 1, dtype=torch.int8)
-    weight = torch.tensor([2.0 ** 24, 1.0, -2.0 ** 24])
-    out = aggregate_codes(codes, torch.tensor([0, 3]), torch.zeros(3).long(),
-                          weight, path=path)
-    assert out.item() == 0.0
-    out = aggregate_codes(codes, torch.tensor([0, 3]), torch.zeros(3).long(),
-                          weight.flip(0).roll(1), path=path)  # 1 first
+def aggregate_one_row(codes, weight, path, reduce='sum', offset=0):
+    r"""The weighted aggregation of one target over the entries
+    :obj:`weight` (float factors), all from source 0 with :obj:`codes`."""
+    codes = torch.tensor([codes], dtype=torch.int8).view(1, -1)
+    weight = torch.tensor(weight, dtype=torch.float32)
+    rowptr = torch.tensor([0, weight.numel()])
+    col = torch.zeros(weight.numel(), dtype=torch.long)
+    return aggregate_codes(codes, rowptr, col, weight, reduce, path,
+                           offset=offset)
+
+
+def test_weighted_sum_adds_in_float64_in_row_order(path):
+    # 2^24 + 1 is exact in float64: no float32 partial sum loses the 1.
+    out = aggregate_one_row(1, [2.0 ** 24, 1.0, -2.0 ** 24], path)
     assert out.item() == 1.0
+    # 2^60 + 1 rounds to 2^60 in float64: left to right, the 1 is lost.
+    out = aggregate_one_row(1, [2.0 ** 60, 1.0, -2.0 ** 60], path)
+    assert out.item() == 0.0
+    out = aggregate_one_row(1, [2.0 ** 60, -2.0 ** 60, 1.0], path)
+    assert out.item() == 1.0
+
+
+def test_weighted_products_are_rounded_to_float32(path):
+    # (1 + 2^-23) * 5 = 5 + 1.25 * 2^-21 rounds to 5 + 2^-21 in float32:
+    # the value a fake-quantized model holds, s (q - z) with s = 1 + 2^-23,
+    # q = 2, z = -3. The sum with -5 then keeps 2^-21, not 1.25 * 2^-21.
+    step = 1 + 2.0 ** -23
+    assert torch.tensor(step) * 5 == 5 + 2.0 ** -21
+    out = aggregate_one_row(2, [step, -1.0], path, offset=3)
+    assert out.item() == 2.0 ** -21
+
+
+def test_weighted_sum_is_rounded_once(path):
+    # 1 + 2^-24 + 2^-24: a float32 sum rounds 1 + 2^-24 to 1 (a tie, to
+    # even) twice; the float64 sum 1 + 2^-23 is a float32.
+    out = aggregate_one_row(1, [1.0, 2.0 ** -24, 2.0 ** -24], path)
+    assert out.item() == 1 + 2.0 ** -23
+
+
+def test_weighted_mean_is_rounded_once(path):
+    # The mean of 7 equal products is the product: the float64 sum and its
+    # quotient are exact. In float32, the sum of seven 0.7 divided by 7 is
+    # not 0.7.
+    product = torch.tensor(0.1) * 7
+    float32_sum = sum([product] * 6, product)
+    assert float32_sum / 7 != product
+    out = aggregate_one_row(7, [0.1] * 7, path, reduce='mean')
+    assert same_bits(out.view(()), product)
+    # An offset applies before the product; one rounding after the quotient.
+    out = aggregate_one_row([5, -128], [0.1] * 3, path, 'mean', offset=2)
+    expected = [math.fsum([float(torch.tensor(0.1) * c)] * 3) / 3
+                for c in (7, -126)]
+    assert same_bits(out, torch.tensor([expected]))
+
+
+def test_extreme_offsets_stay_exact(path):
+    # |c + o| <= 2^24: every such integer is a float32.
+    largest = integer_aggregate.MAX_OFFSET
+    for offset in (largest, -largest):
+        out = aggregate_one_row([-128, 127], [1.0], path, offset=offset)
+        assert out.tolist() == [[offset - 128, offset + 127]]
 
 
 @pytest.mark.parametrize('mode', MODES)
@@ -216,11 +299,11 @@ def test_serial_build_gives_the_same_bits(native, mode):
                              aggregate_kernel().argtypes,
                              ['-ffp-contract=off'])
     codes, rowptr, col, weight = random_graph(600, 50, 3000, 9, seed=7)
-    dtype = torch.float32 if mode == 'weighted' else torch.int32
+    dtype = torch.float32 if mode in WEIGHTED else torch.int32
     out = torch.empty(600, 9, dtype=dtype)
-    kernel_mode = MODES.index(mode)
+    offset = WEIGHTED.get(mode, (None, 0))[1]
     assert serial(codes.data_ptr(), rowptr.data_ptr(), col.data_ptr(),
-                  weight.data_ptr(), 600, 9, kernel_mode, 2,
+                  weight.data_ptr(), 600, 9, KERNEL_MODES[mode], offset, 2,
                   out.data_ptr()) == 0
     assert same_bits(out, run(mode, codes, rowptr, col, weight, 'native'))
 
@@ -311,9 +394,22 @@ def test_errors_name_the_argument(monkeypatch):
         (dict(weight=torch.where(col == 3, float('nan'), weight)), ValueError,
          "'weight' contains NaN or Inf"),
         (dict(weight=weight / 0), ValueError, "'weight' contains NaN or Inf"),
-        (dict(reduce='mean'), ValueError, "'reduce' must be one of"),
+        (dict(reduce='median'), ValueError, r"'reduce' must be one of "
+                                            r"\('sum', 'mean', 'max'\)"),
         (dict(weight=weight, reduce='max'), ValueError,
          "'weight' must be None for reduce='max'"),
+        (dict(reduce='mean'), ValueError, "reduce='mean' needs 'weight'"),
+        (dict(offset=-3), ValueError, "'offset' applies to weighted sums "
+                                      "only"),
+        (dict(offset=5, reduce='max'), ValueError, "'offset' applies to "
+                                                   "weighted sums only"),
+        # Paths that disagreed: the kernel truncated to a C int.
+        (dict(weight=weight, offset=0.5), TypeError, "'offset' must be an "
+                                                     "int \\(got float\\)"),
+        (dict(weight=weight, offset=torch.tensor(2)), TypeError,
+         "'offset' must be an int"),
+        (dict(weight=weight, offset=1 << 40), ValueError,
+         r"'offset' must be in \[-16777088, 16777088\] \(got 1099511627776"),
         (dict(path='gpu'), ValueError, "'path' must be None or one of"),
         (dict(rowptr=rowptr.to('meta')), ValueError,
          "'rowptr' must be on the device of 'codes'"),

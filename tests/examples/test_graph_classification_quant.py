@@ -12,7 +12,8 @@ from tests.examples.conftest import (
 
 SCRIPT = 'graph_classification_quant.py'
 TINY = ['--folds', '3', '--epochs', '2', '--finetune-epochs', '1',
-        '--bits', '4', '--layers', '2', '--hidden', '16', '--no-progress']
+        '--bits', '4', '--layers', '2', '--hidden', '16', '--no-progress',
+        '--min-run-time', '0.02']
 
 
 @pytest.mark.skipif(not has_shared('PROTEINS'),
@@ -26,6 +27,16 @@ def test_tiny_run_on_proteins(tmp_path):
     assert [r['method'] for r in rows] == ['FP32', 'QAT', 'DQ', 'A²Q']
     assert all(r['runs'] == 3 and r['source'] == 'real' for r in rows)
     assert '1113 graphs' in result.stdout
+    # Every quantized GIN deployed, on all test graphs of each fold.
+    assert rows[0]['not_deployed'] and rows[0]['speedup'] is None
+    assert '| deployed accuracy |' in result.stdout
+    for r in rows[1:]:
+        assert r['deployed_runs'] == 3 and r['not_deployed'] is None
+        assert r['deployed_bytes'] < r['float_bytes']
+    for r in rows[1:]:  # the deployment contract
+        assert r['same_predictions'] == 1.0, (r['method'], result.stdout)
+        assert r['deployed_acc_mean'] == pytest.approx(r['acc_mean'])
+    assert 'WARNING' not in result.stdout
 
 
 @pytest.mark.skipif(not has_shared('bbbp'), reason='shared BBBP data absent')
@@ -68,6 +79,7 @@ def test_offline_stand_in_is_announced(monkeypatch, capsys, tmp_path):
     (['--bits', '9'], '--bits'),
     (['--a2q-groups', '0'], '--a2q-groups'),
     (['--json', '/dev/null/x.json'], '--json'),
+    (['--min-run-time', '-1'], '--min-run-time'),
 ])
 def test_bad_arguments(args, argument, capsys):
     parser = load_example(SCRIPT).build_parser()
@@ -76,3 +88,10 @@ def test_bad_arguments(args, argument, capsys):
 
 def test_bad_argument_from_the_command_line():
     assert_one_line_error(run_example(SCRIPT, '--bits', '9'), '--bits')
+
+
+def test_help_explains_the_deployed_columns():
+    result = run_example(SCRIPT, '--help')
+    assert result.returncode == 0
+    assert 'Columns:' in result.stdout and 'deployed model' in result.stdout
+    assert '--min-run-time' in result.stdout and ':obj:' not in result.stdout

@@ -96,3 +96,57 @@ def test_without_admissible_epochs_selection_uses_all():
     result = train_node_classifier(model, data, epochs=10,
                                    admissible=lambda m: False)
     assert result.val_acc == max(val for _, _, val in result.history)
+
+
+def test_teacher_logits_enter_the_loss():
+    from pyg_qgnn.distill import distillation_loss
+
+    data = two_community_graph()
+    teacher = torch.randn(data.num_nodes, 2, generator=torch.Generator()
+                          .manual_seed(1))
+    torch.manual_seed(0)
+    model = GCN(8, 16, num_layers=2, out_channels=2)
+    with torch.no_grad():  # no dropout: the first step's output
+        out = model(data.x, data.edge_index)[data.train_mask]
+    mask = data.train_mask
+    expected = distillation_loss(out, teacher[mask], data.y[mask], 2.0, 0.7)
+    result = train_node_classifier(model, data, epochs=1,
+                                   teacher_logits=teacher, temperature=2.0,
+                                   alpha=0.7)
+    assert result.history[0][1] == pytest.approx(float(expected), rel=1e-6)
+    # alpha = 0 leaves the cross-entropy alone, whatever the teacher says.
+    runs = []
+    for teacher_logits in (None, teacher):
+        torch.manual_seed(0)
+        model = GCN(8, 16, num_layers=2, out_channels=2)
+        runs.append(train_node_classifier(model, data, epochs=3,
+                                          teacher_logits=teacher_logits,
+                                          alpha=0.0).history)
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize('kwargs,argument', [
+    (dict(teacher_logits=torch.zeros(39, 2)), "'teacher_logits'"),
+    (dict(teacher_logits=torch.zeros(40)), "'teacher_logits'"),
+    (dict(alpha=1.5), "'alpha'"),
+    (dict(temperature=0.0), "'temperature'"),
+])
+def test_bad_distillation_arguments_are_named(kwargs, argument):
+    model = GCN(8, 16, num_layers=2, out_channels=2)
+    with pytest.raises(ValueError, match=argument):
+        train_node_classifier(model, two_community_graph(), 1, **kwargs)
+
+
+def test_latent_binary_weights_stay_clipped():
+    from pyg_qgnn.nn import BinGraphSAGE
+    from pyg_qgnn.quantizers.binary import latent_binary_weights
+
+    data = two_community_graph()
+    torch.manual_seed(0)
+    model = BinGraphSAGE(8, 16, num_layers=2, out_channels=2)
+    # Adam moves each weight by about the learning rate per step: without
+    # clipping, a step of 2 leaves [-1, 1].
+    train_node_classifier(model, data, epochs=3, lr=2.0, weight_decay=0.0)
+    weights = latent_binary_weights(model)
+    assert len(weights) == 4  # lin_l and lin_r of both layers
+    assert all(float(w.abs().max()) <= 1.0 for w in weights)

@@ -1,4 +1,5 @@
 from pyg_qgnn.nn.conv.bin_edge_conv import BinEdgeConv
+from pyg_qgnn.nn.conv.bin_sage_conv import BinSAGEConv
 from pyg_qgnn.nn.conv.dynamic_bin_edge_conv import DynamicBinEdgeConv
 from pyg_qgnn.nn.conv.dynamic_xor_edge_conv import DynamicXorEdgeConv
 from pyg_qgnn.nn.conv.quant_gat_conv import QuantGATConv
@@ -15,6 +16,7 @@ __all__ = [
     'QuantGATConv',
     'QuantLGConv',
     'BinEdgeConv',
+    'BinSAGEConv',
     'XorEdgeConv',
     'DynamicBinEdgeConv',
     'DynamicXorEdgeConv',

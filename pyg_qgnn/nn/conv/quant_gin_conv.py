@@ -72,6 +72,7 @@ class QuantGINConv(QuantLayer, GINConv):
     _float_forward = parent_method(GINConv, 'forward')
     _float_message_and_aggregate = parent_method(GINConv,
                                                  'message_and_aggregate')
+    _float_aggregate = parent_method(GINConv, 'aggregate')
 
     def __init__(self, nn: Callable, eps: float = 0., train_eps: bool = False,
                  *, input_quantizer: Optional[Quantizer] = None,
@@ -79,6 +80,9 @@ class QuantGINConv(QuantLayer, GINConv):
                  aggregate_quantizer: Optional[Quantizer] = None,
                  output_quantizer: Optional[Quantizer] = None, **kwargs):
         super().__init__(nn, eps, train_eps, **kwargs)
+        # Sums and means run in float64 in evaluation (see exact_sums), not
+        # a parametric aggregation, whose weights stay float32.
+        self._exact_aggregation = self.aggr in ('add', 'sum', 'mean')
         self._init_quantizers(dict(input=input_quantizer,
                                    message=message_quantizer,
                                    aggregate=aggregate_quantizer,
@@ -100,7 +104,26 @@ class QuantGINConv(QuantLayer, GINConv):
         if self.quantizes_messages():
             # A fused sparse product never forms the messages Q_msg acts on.
             return self.message_and_aggregate_per_edge(adj_t, x[0])
+        if self._exact_aggregation and self.exact_sums() and \
+                x[0].dtype == torch.float32:
+            # A Tensor here is a torch.sparse adjacency (isinstance, not
+            # is_torch_sparse_tensor: TorchScript refines the Union by it).
+            if isinstance(adj_t, Tensor):
+                adj_t = adj_t.to(torch.float64)
+            out = self._float_message_and_aggregate(
+                adj_t, (x[0].double(), x[1]))
+            return out.float()
         return self._float_message_and_aggregate(adj_t, x)
+
+    def aggregate(self, inputs: Tensor, index: Tensor,
+                  ptr: Optional[Tensor] = None,
+                  dim_size: Optional[int] = None) -> Tensor:
+        if self._exact_aggregation and self.exact_sums() and \
+                inputs.dtype == torch.float32:
+            # See QuantLayer.exact_sums: what the deployed layer computes.
+            return self._float_aggregate(inputs.double(), index, ptr,
+                                         dim_size).float()
+        return self._float_aggregate(inputs, index, ptr, dim_size)
 
     def update(self, inputs: Tensor) -> Tensor:
         return self.quant('aggregate', inputs)

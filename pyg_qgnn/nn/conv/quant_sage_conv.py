@@ -1,5 +1,6 @@
 from typing import List, Optional, Tuple, Union
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.nn.conv import SAGEConv
@@ -83,6 +84,7 @@ class QuantSAGEConv(QuantLayer, SAGEConv):
     _float_forward = parent_method(SAGEConv, 'forward')
     _float_message_and_aggregate = parent_method(SAGEConv,
                                                  'message_and_aggregate')
+    _float_aggregate = parent_method(SAGEConv, 'aggregate')
 
     def __init__(
         self,
@@ -103,6 +105,9 @@ class QuantSAGEConv(QuantLayer, SAGEConv):
     ):
         super().__init__(in_channels, out_channels, aggr, normalize,
                          root_weight, project, bias, **kwargs)
+        # Sums and means run in float64 in evaluation (see exact_sums), not
+        # a parametric aggregation (LSTM), whose weights stay float32.
+        self._exact_aggregation = self.aggr in ('add', 'sum', 'mean')
         self._quantize_linears(['lin_l', 'lin_r', 'lin'], weight_quantizer)
         self._init_quantizers(dict(input=input_quantizer,
                                    message=message_quantizer,
@@ -131,7 +136,26 @@ class QuantSAGEConv(QuantLayer, SAGEConv):
         if self.quantizes_messages():
             # A fused sparse product never forms the messages Q_msg acts on.
             return self.message_and_aggregate_per_edge(adj_t, x[0])
+        if self._exact_aggregation and self.exact_sums() and \
+                x[0].dtype == torch.float32:
+            # A Tensor here is a torch.sparse adjacency (isinstance, not
+            # is_torch_sparse_tensor: TorchScript refines the Union by it).
+            if isinstance(adj_t, Tensor):
+                adj_t = adj_t.to(torch.float64)
+            out = self._float_message_and_aggregate(
+                adj_t, (x[0].double(), x[1]))
+            return out.float()
         return self._float_message_and_aggregate(adj_t, x)
+
+    def aggregate(self, inputs: Tensor, index: Tensor,
+                  ptr: Optional[Tensor] = None,
+                  dim_size: Optional[int] = None) -> Tensor:
+        if self._exact_aggregation and self.exact_sums() and \
+                inputs.dtype == torch.float32:
+            # See QuantLayer.exact_sums: what the deployed layer computes.
+            return self._float_aggregate(inputs.double(), index, ptr,
+                                         dim_size).float()
+        return self._float_aggregate(inputs, index, ptr, dim_size)
 
     def update(self, inputs: Tensor) -> Tensor:
         return self.quant('aggregate', inputs)

@@ -10,3 +10,6 @@ __all__ += ['GraphClassifier', 'node_classifier']
 from pyg_qgnn.nn.models.gnaq import QuantLightGCN  # noqa: E402
 
 __all__ += ['QuantLightGCN']
+from pyg_qgnn.nn.models.bin_graph_sage import BinGraphSAGE  # noqa: E402
+
+__all__ += ['BinGraphSAGE']

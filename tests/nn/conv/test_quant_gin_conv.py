@@ -5,7 +5,11 @@ import pytest
 import torch
 from torch_geometric.nn import GINConv
 from torch_geometric.typing import WITH_TORCH_SPARSE
-from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
+from torch_geometric.utils import (
+    scatter,
+    to_torch_coo_tensor,
+    to_torch_csr_tensor,
+)
 
 import pyg_qgnn
 from pyg_qgnn import IntegerQuantizer, QuantGINConv, QuantLinear
@@ -319,6 +323,126 @@ def test_message_quantizer_switched_off_restores_fused_product():
     conv.message_quantizer.fake_quant_enabled = False
     assert not torch.allclose(on, ref(x, adj), atol=1e-3)
     assert torch.equal(conv(x, adj), ref(x, adj))
+
+
+# Sums in float64 in evaluation ###############################################
+# With Q_in on, an evaluating twin sums its dequantized messages in float64
+# and rounds once (QuantLayer.exact_sums): the bits of the deployed integer
+# layer. Training keeps PyG's float32 sums.
+
+
+def test_exact_sums_only_in_evaluation_with_input_quantizer_on():
+    conv = QuantGINConv(mlp(), **quantizers(8)).eval()
+    assert conv.exact_sums()
+    assert not conv.train().exact_sums()
+    conv.eval().input_quantizer.fake_quant_enabled = False
+    assert not conv.exact_sums()
+    conv.input_quantizer = None
+    assert not conv.exact_sums()
+    assert not QuantGINConv(mlp()).eval().exact_sums()
+
+
+def aggregation(conv, *args, **kwargs):
+    r"""What the aggregation of :obj:`conv` returns (the input of
+    :math:`Q_{agg}`), by the message-and-aggregate path or the per-edge
+    one."""
+    found = []
+
+    def hook(module, inputs, out):
+        found.append(out.detach())
+
+    handles = [conv.register_aggregate_forward_hook(hook),
+               conv.register_message_and_aggregate_forward_hook(hook)]
+    conv(*args, **kwargs)
+    for handle in handles:
+        handle.remove()
+    assert len(found) == 1
+    return found[0]
+
+
+def rounded_float64_sums(conv, x, edge_index, reduce='sum'):
+    r""":math:`\mathrm{fl}_{32}(\mathrm{aggr}_j\,Q_{msg}(Q_{in}(x_j)))`,
+    aggregated in float64 (exactly, on a grid), rounded once."""
+    x_hat = conv.input_quantizer(x)
+    if conv.message_quantizer is not None:
+        x_hat = conv.message_quantizer(x_hat)  # per node: the same values
+    src, dst = edge_index
+    return scatter(x_hat.double()[src], dst, dim=0, dim_size=x.size(0),
+                   reduce=reduce).float()
+
+
+def sum_graph():
+    r"""A graph whose float32 sums of quantized features round: 12 nodes,
+    each with about 8 in-edges, features of wide range."""
+    x, edge_index = graph(num_nodes=12, num_edges=100)
+    return 50 * x, edge_index
+
+
+@pytest.mark.parametrize('message', [False, True])
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_evaluation_sums_in_float64_training_in_float32(fmt, message):
+    torch.manual_seed(0)
+    x, edge_index = sum_graph()
+    conv = QuantGINConv(quant_mlp(8), **quantizers(8, message=message))
+    calibrated(conv, x, edge_index).apply(pyg_qgnn.freeze_observer)
+    adj = adjacency(edge_index, fmt, x.size(0))
+    evaluated = aggregation(conv, x, adj)
+    assert evaluated.dtype == torch.float32
+    assert torch.equal(evaluated, rounded_float64_sums(conv, x, edge_index))
+    # In training, the float32 sums of the parent, on the same values.
+    trained = aggregation(conv.train(), x, adj)
+    if not message:
+        ref = GINConv(conv.nn).train()
+        x_hat = conv.input_quantizer(x)
+        assert torch.equal(trained, aggregation(ref, x_hat, adj))
+    assert not torch.equal(trained, evaluated)  # float32 sums do round
+    torch.testing.assert_close(trained, evaluated)
+
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_evaluation_with_quantizers_off_equals_gin_conv(fmt):
+    # Q_in off (Q_agg on alone): float32 sums, as the parent's.
+    torch.manual_seed(0)
+    x, edge_index = sum_graph()
+    ref = GINConv(mlp()).eval()
+    conv = QuantGINConv.from_float(ref, aggregate=IntegerQuantizer(8))
+    conv(x, edge_index)  # calibrate
+    adj = adjacency(edge_index, fmt, x.size(0))
+    conv.eval()
+    assert torch.equal(aggregation(conv, x, adj), aggregation(ref, x, adj))
+    conv.apply(pyg_qgnn.disable_fake_quant)
+    assert_same(forward_backward(conv, x, adj), forward_backward(ref, x, adj))
+
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_script_in_evaluation_equals_eager(fmt):
+    # The float64 path compiles: scriptable quantizers, in evaluation.
+    from tests.nn.test_script_compile import FixedStepScheme
+    torch.manual_seed(0)
+    x, edge_index = graph(num_nodes=9, num_edges=24)
+    conv = pyg_qgnn.quantize_model(GINConv(mlp(), train_eps=True),
+                                   FixedStepScheme()).eval()
+    assert conv.exact_sums()
+    adj = adjacency(edge_index, fmt, 9)
+    assert_same(forward_backward(torch.jit.script(conv), x, adj),
+                forward_backward(conv, x, adj))
+
+
+def test_compile_in_evaluation_equals_eager():
+    from tests.nn.test_script_compile import BACKEND
+    torch.manual_seed(0)
+    x, edge_index = graph(num_nodes=9, num_edges=24)
+    conv = QuantGINConv(quant_mlp(8), **quantizers(8))
+    calibrated(conv, x, edge_index)
+    torch._dynamo.reset()
+    compiled = torch.compile(copy.deepcopy(conv), backend=BACKEND)
+    out, grads = forward_backward(compiled, x, edge_index)
+    expected, expected_grads = forward_backward(conv, x, edge_index)
+    assert torch.equal(out, expected)
+    grads = {k.replace('_orig_mod.', ''): v for k, v in grads.items()}
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], msg=name)
 
 
 # Invariances and edge cases ##################################################

@@ -12,8 +12,11 @@ from tests.nn.conv.test_quant_gcn_conv import calibrated, fq, graph
 from tests.nn.conv.test_quant_gin_conv import (
     FORMATS,
     adjacency,
+    aggregation,
     assert_same,
     forward_backward,
+    rounded_float64_sums,
+    sum_graph,
 )
 
 pytestmark = pytest.mark.filterwarnings(
@@ -271,6 +274,105 @@ def test_decomposed_layers_agree_in_evaluation():
     expected = conv(x, edge_index)
     conv.decomposed_layers = 2
     assert torch.allclose(conv(x, edge_index), expected, atol=1e-6)
+
+
+# Sums in float64 in evaluation ###############################################
+# As QuantGINConv (see its tests): sums and means of an evaluating twin with
+# Q_in on run in float64, rounded once; training keeps PyG's float32.
+
+
+@pytest.mark.parametrize('aggr,exact', [('mean', True), ('sum', True),
+                                        ('add', True), ('max', False),
+                                        ('lstm', False),
+                                        (['mean', 'max'], False)])
+def test_exact_sums_for_sums_and_means_in_evaluation(aggr, exact):
+    conv = QuantSAGEConv(6, 5, aggr=aggr, **quantizers(8)).eval()
+    assert conv.exact_sums()  # Q_in on, evaluation
+    assert conv._exact_aggregation == exact
+    assert not conv.train().exact_sums()
+    conv.eval().input_quantizer.fake_quant_enabled = False
+    assert not conv.exact_sums()
+
+
+@pytest.mark.parametrize('message', [False, True])
+@pytest.mark.parametrize('aggr', ['mean', 'sum'])
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_evaluation_sums_in_float64_training_in_float32(fmt, aggr, message):
+    torch.manual_seed(0)
+    x, edge_index = sum_graph()
+    conv = randomized(QuantSAGEConv(6, 5, aggr=aggr, **quantizers(
+        8, message=message)))
+    calibrated(conv, x, edge_index).apply(pyg_qgnn.freeze_observer)
+    adj = adjacency(edge_index, fmt, x.size(0))
+    evaluated = aggregation(conv, x, adj)
+    assert evaluated.dtype == torch.float32
+    assert torch.equal(evaluated,
+                       rounded_float64_sums(conv, x, edge_index, aggr))
+    trained = aggregation(conv.train(), x, adj)
+    if not message:  # the parent's float32 aggregation of the same values
+        ref = SAGEConv(6, 5, aggr=aggr).train()
+        x_hat = conv.input_quantizer(x)
+        assert torch.equal(trained, aggregation(ref, x_hat, adj))
+    assert not torch.equal(trained, evaluated)  # float32 sums do round
+    torch.testing.assert_close(trained, evaluated)
+
+
+def test_lstm_aggregation_in_evaluation_is_the_parents():
+    # Its float32 weights take float32 messages: no float64 path.
+    torch.manual_seed(0)
+    x, edge_index = graph(num_nodes=10, num_edges=25)
+    edge_index = edge_index[:, edge_index[1].argsort(stable=True)]
+    ref = randomized(SAGEConv(6, 5, aggr='lstm')).eval()
+    conv = QuantSAGEConv.from_float(ref, input=IntegerQuantizer(8))
+    conv(x, edge_index)  # calibrate
+    conv.eval()
+    x_hat = conv.input_quantizer(x)
+    assert torch.equal(conv(x, edge_index), ref(x_hat, edge_index))
+
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_evaluation_with_quantizers_off_equals_sage_conv(fmt):
+    torch.manual_seed(0)
+    x, edge_index = sum_graph()
+    ref = randomized(SAGEConv(6, 5)).eval()
+    conv = QuantSAGEConv.from_float(ref, aggregate=IntegerQuantizer(8))
+    conv(x, edge_index)  # calibrate
+    adj = adjacency(edge_index, fmt, x.size(0))
+    conv.eval()
+    # Q_in off (Q_agg on alone): float32 sums, as the parent's.
+    assert torch.equal(aggregation(conv, x, adj), aggregation(ref, x, adj))
+    conv.apply(pyg_qgnn.disable_fake_quant)
+    assert_same(forward_backward(conv, x, adj), forward_backward(ref, x, adj))
+
+
+@pytest.mark.parametrize('fmt', FORMATS)
+def test_script_in_evaluation_equals_eager(fmt):
+    from tests.nn.test_script_compile import FixedStepScheme
+    torch.manual_seed(0)
+    x, edge_index = graph(num_nodes=9, num_edges=24)
+    conv = pyg_qgnn.quantize_model(randomized(SAGEConv(6, 5)),
+                                   FixedStepScheme()).eval()
+    assert conv.exact_sums()
+    adj = adjacency(edge_index, fmt, 9)
+    assert_same(forward_backward(torch.jit.script(conv), x, adj),
+                forward_backward(conv, x, adj))
+
+
+def test_compile_in_evaluation_equals_eager():
+    from tests.nn.test_script_compile import BACKEND
+    torch.manual_seed(0)
+    x, edge_index = graph(num_nodes=9, num_edges=24)
+    conv = randomized(QuantSAGEConv(6, 5, **quantizers(8, message=False)))
+    calibrated(conv, x, edge_index)
+    torch._dynamo.reset()
+    compiled = torch.compile(copy.deepcopy(conv), backend=BACKEND)
+    out, grads = forward_backward(compiled, x, edge_index)
+    expected, expected_grads = forward_backward(conv, x, edge_index)
+    assert torch.equal(out, expected)
+    grads = {k.replace('_orig_mod.', ''): v for k, v in grads.items()}
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], msg=name)
 
 
 # Invariances and edge cases ##################################################
