@@ -112,6 +112,27 @@ def _pattern(edge_index: Adj) -> Adj:
     return edge_index
 
 
+def _encode_graph(layer: nn.Module, x: Union[Tensor, PairTensor],
+                  edge_index: Adj, size: Optional[Tuple[int, int]],
+                  with_root: bool = True):
+    r"""What a deployed GIN or SAGE layer aggregates: the source codes of
+    :math:`Q_{in}` (re-encoded by :math:`Q_{msg}` if any), the graph as
+    CSR (unweighted, as PyG's layers read it), and the target codes for the
+    root term (:obj:`None` without targets or :obj:`with_root`)."""
+    x_src, x_dst = _pair(x)
+    codes = layer.input_quantizer.encode(x_src)
+    num_dst = x_dst.size(0) if x_dst is not None else (
+        size[1] if size is not None else x_src.size(0))
+    csr = to_csr(_pattern(edge_index), (x_src.size(0), num_dst),
+                 flow=layer.flow)
+    messages = codes if layer.message_quantizer is None else \
+        layer.message_quantizer.encode(codes.dequantize())
+    root = None
+    if with_root and x_dst is not None:
+        root = codes if x_dst is x_src else layer.input_quantizer.encode(x_dst)
+    return messages, csr, root
+
+
 def _bits_repr(codecs: dict, weights: dict) -> str:
     parts = [f'{name}_bits={w.bits}' for name, w in weights.items()
              if w is not None]
@@ -316,18 +337,9 @@ class DeployedQuantGINConv(DeployedLayer):
     @torch.no_grad()
     def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj,
                 size: Optional[Tuple[int, int]] = None) -> Tensor:
-        x_src, x_dst = _pair(x)
-        codes = self.input_quantizer.encode(x_src)
-        num_dst = x_dst.size(0) if x_dst is not None else (
-            size[1] if size is not None else x_src.size(0))
-        csr = to_csr(_pattern(edge_index), (x_src.size(0), num_dst),
-                     flow=self.flow)
-        messages = codes if self.message_quantizer is None else \
-            self.message_quantizer.encode(codes.dequantize())
+        messages, csr, root = _encode_graph(self, x, edge_index, size)
         out = _apply(self.aggregate_quantizer, aggregate(messages, csr))
-        if x_dst is not None:
-            root = codes if x_dst is x_src else \
-                self.input_quantizer.encode(x_dst)
+        if root is not None:
             add_codes(out, root.values, root.zero_point, root.step,
                       float(1 + self.eps))
         return _apply(self.output_quantizer, self.nn(out))
@@ -394,21 +406,13 @@ class DeployedQuantSAGEConv(DeployedLayer):
     @torch.no_grad()
     def forward(self, x: Union[Tensor, PairTensor], edge_index: Adj,
                 size: Optional[Tuple[int, int]] = None) -> Tensor:
-        x_src, x_dst = _pair(x)
-        codes = self.input_quantizer.encode(x_src)
-        num_dst = x_dst.size(0) if x_dst is not None else (
-            size[1] if size is not None else x_src.size(0))
-        csr = to_csr(_pattern(edge_index), (x_src.size(0), num_dst),
-                     flow=self.flow)
-        messages = codes if self.message_quantizer is None else \
-            self.message_quantizer.encode(codes.dequantize())
+        messages, csr, root = _encode_graph(self, x, edge_index, size,
+                                            self.lin_r is not None)
         out = aggregate(messages, csr, self.aggr)
         if self.aggregate_quantizer is not None:
             out = self.aggregate_quantizer.encode(out)
         out = self.lin_l(out)
-        if self.lin_r is not None and x_dst is not None:
-            root = codes if x_dst is x_src else \
-                self.input_quantizer.encode(x_dst)
+        if root is not None:
             out += self.lin_r(root)
         if self.normalize:
             out = F.normalize(out, p=2., dim=-1)
