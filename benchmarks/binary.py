@@ -69,16 +69,14 @@ from common import (  # noqa: E402
     Record,
     base_parser,
     cli,
+    count_name,
+    deployed_infer_records,
     finish,
-    inference_step,
+    graph_adjacency,
     random_graph,
     setup,
     time_pair,
 )
-
-# The adjacency and bfloat16 baseline of the integer benchmark, and its
-# case names ("100k", "1m").
-from integer import _count, adjacency, bf16_forward  # noqa: E402
 
 # Imported after common, which puts this checkout first on sys.path.
 from torch_geometric.nn.models import GraphSAGE  # noqa: E402
@@ -256,23 +254,10 @@ def sage_pair(args, x, adj):
 def sage_infer_records(float_model, deployed, x, adj, args) -> List[Record]:
     r"""Full-graph inference of the deployed BinGraphSAGE against the float
     GraphSAGE in float32 and, where it runs, under bfloat16 autocast."""
-    case = (f'binsage_{_count(args.nodes)}_{_count(args.edges)}_'
+    case = (f'binsage_{count_name(args.nodes)}_{count_name(args.edges)}_'
             f'{args.features}')
-    candidate = inference_step(deployed, x, adj)
-    baseline, value = time_pair(inference_step(float_model, x, adj),
-                                candidate, args.min_run_time)
-    records = [Record.cost(BENCHMARK, case, 'infer', baseline, value, 's')]
-    bf16 = inference_step(float_model, x, adj, bf16_forward)
-    try:
-        bf16()
-    except (RuntimeError, NotImplementedError) as error:
-        tqdm.write(f'skipped {case}_bf16: the float GraphSAGE does not run '
-                   f'under bfloat16 autocast on this adjacency ({error})')
-        return records
-    baseline, value = time_pair(bf16, candidate, args.min_run_time)
-    records.append(Record.cost(BENCHMARK, f'{case}_bf16', 'infer', baseline,
-                               value, 's'))
-    return records
+    return deployed_infer_records(BENCHMARK, case, float_model, deployed, x,
+                                  adj, args.min_run_time)
 
 
 def sage_bytes_record(float_model, deployed) -> Record:
@@ -289,7 +274,7 @@ def sage_records(args) -> List[Record]:
     warnings.filterwarnings('ignore', message='Sparse CSR tensor support')
     warnings.filterwarnings('ignore', message='Sparse invariant checks')
     x, edge_index = random_graph(args.nodes, args.edges, args.features)
-    adj = adjacency(edge_index, args.nodes)
+    adj = graph_adjacency(edge_index, args.nodes)
     float_model, deployed = sage_pair(args, x, adj)
     records = []
     if 'infer' in args.metrics:

@@ -195,6 +195,66 @@ def inference_step(layer: nn.Module, x: Tensor, edge_index: Tensor,
     return step
 
 
+def graph_adjacency(edge_index: Tensor, num_nodes: int):
+    r"""The transposed adjacency PyG layers take fastest: a
+    :class:`torch_sparse.SparseTensor` if installed, else a
+    :obj:`torch.sparse` CSR tensor."""
+    from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
+    from torch_geometric.utils import to_torch_csr_tensor
+
+    if WITH_TORCH_SPARSE:
+        return SparseTensor.from_edge_index(
+            edge_index, sparse_sizes=(num_nodes, num_nodes)).t()
+    return to_torch_csr_tensor(edge_index.flip(0), size=(num_nodes, num_nodes))
+
+
+def bf16_forward(model: nn.Module, x: Tensor, adj) -> Tensor:
+    r"""A forward pass under :obj:`torch.autocast('cpu', bfloat16)`."""
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        return model(x, adj)
+
+
+def deployed_infer_records(benchmark_name: str, case: str,
+                           float_model: nn.Module, deployed: nn.Module,
+                           x: Tensor, adj, min_run_time: float,
+                           bf16: bool = True) -> List['Record']:
+    r"""Full-graph inference of :obj:`deployed` (value) against
+    :obj:`float_model` in float32 (case :obj:`case`) and, with
+    :obj:`bf16`, under bfloat16 autocast (case :obj:`{case}_bf16`; skipped,
+    with the reason printed, where the adjacency has no bfloat16 CPU
+    kernel)."""
+    from tqdm import tqdm
+
+    candidate = inference_step(deployed, x, adj)
+    baseline, value = time_pair(inference_step(float_model, x, adj),
+                                candidate, min_run_time)
+    records = [Record.cost(benchmark_name, case, 'infer', baseline, value,
+                           's')]
+    if not bf16:
+        return records
+    bf16_step = inference_step(float_model, x, adj, bf16_forward)
+    try:
+        bf16_step()
+    except (RuntimeError, NotImplementedError) as error:
+        # torch.sparse CSR products have no bfloat16 kernel on the CPU.
+        tqdm.write(f'skipped {case}_bf16: the float model does not run '
+                   f'under bfloat16 autocast on this adjacency ({error})')
+        return records
+    baseline, value = time_pair(bf16_step, candidate, min_run_time)
+    records.append(Record.cost(benchmark_name, f'{case}_bf16', 'infer',
+                               baseline, value, 's'))
+    return records
+
+
+def count_name(n: int) -> str:
+    r"""A count as cases name it: :obj:`100000 -> "100k"`,
+    :obj:`1000000 -> "1m"`."""
+    for factor, suffix in ((1_000_000, 'm'), (1_000, 'k')):
+        if n % factor == 0:
+            return f'{n // factor}{suffix}'
+    return str(n)
+
+
 def print_table(records: Iterable[Record],
                 extra_columns: Optional[Columns] = None):
     r"""Prints :obj:`records` as a markdown table, with optional extra

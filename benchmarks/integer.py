@@ -60,20 +60,17 @@ from common import (  # noqa: E402
     Record,
     base_parser,
     cli,
+    count_name,
+    deployed_infer_records,
     finish,
-    inference_step,
+    graph_adjacency,
     random_graph,
     setup,
-    time_pair,
 )
 
 # Imported after common, which puts this checkout first on sys.path.
 from torch_geometric.nn.models import GCN, GIN, GraphSAGE  # noqa: E402
-from torch_geometric.typing import (  # noqa: E402
-    WITH_TORCH_SPARSE,
-    SparseTensor,
-)
-from torch_geometric.utils import to_torch_csr_tensor  # noqa: E402
+from torch_geometric.typing import WITH_TORCH_SPARSE  # noqa: E402
 
 from pyg_qgnn import QAT, deploy, quantize_model  # noqa: E402
 
@@ -127,16 +124,6 @@ def parse_args():
     return args
 
 
-def adjacency(edge_index: Tensor, num_nodes: int):
-    r"""The transposed adjacency PyG layers take fastest: a
-    :class:`torch_sparse.SparseTensor` if installed, else a
-    :obj:`torch.sparse` CSR tensor."""
-    if WITH_TORCH_SPARSE:
-        return SparseTensor.from_edge_index(
-            edge_index, sparse_sizes=(num_nodes, num_nodes)).t()
-    return to_torch_csr_tensor(edge_index.flip(0), size=(num_nodes, num_nodes))
-
-
 def deployed_pair(name: str, bits: int, x: Tensor, adj,
                   args) -> Tuple[nn.Module, nn.Module]:
     r"""The float model and its deployed :obj:`QAT(bits)` form, checked to
@@ -163,32 +150,12 @@ def deployed_pair(name: str, bits: int, x: Tensor, adj,
     return float_model, deployed
 
 
-def bf16_forward(model: nn.Module, x: Tensor, adj) -> Tensor:
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        return model(x, adj)
-
-
 def infer_records(name: str, bits: int, float_model: nn.Module,
                   deployed: nn.Module, x: Tensor, adj, args) -> List[Record]:
-    case = (f'{name}_int{bits}_{_count(args.nodes)}_{_count(args.edges)}_'
-            f'{args.features}')
-    candidate = inference_step(deployed, x, adj)
-    baseline, value = time_pair(inference_step(float_model, x, adj),
-                                candidate, args.min_run_time)
-    records = [Record.cost(BENCHMARK, case, 'infer', baseline, value, 's')]
-    if bits == 8:
-        bf16 = inference_step(float_model, x, adj, bf16_forward)
-        try:
-            bf16()
-        except (RuntimeError, NotImplementedError) as error:
-            # torch.sparse CSR products have no bfloat16 kernel on the CPU.
-            tqdm.write(f'skipped {case}_bf16: the float {name} does not run '
-                       f'under bfloat16 autocast on this adjacency ({error})')
-            return records
-        baseline, value = time_pair(bf16, candidate, args.min_run_time)
-        records.append(Record.cost(BENCHMARK, f'{case}_bf16', 'infer',
-                                   baseline, value, 's'))
-    return records
+    case = (f'{name}_int{bits}_{count_name(args.nodes)}_'
+            f'{count_name(args.edges)}_{args.features}')
+    return deployed_infer_records(BENCHMARK, case, float_model, deployed, x,
+                                  adj, args.min_run_time, bf16=bits == 8)
 
 
 def bytes_record(name: str, bits: int, float_model: nn.Module,
@@ -197,15 +164,6 @@ def bytes_record(name: str, bits: int, float_model: nn.Module,
     baseline = deploy.save(float_model, os.path.join(folder, 'float'))
     value = deploy.save(deployed, os.path.join(folder, case))
     return Record.cost(BENCHMARK, case, 'bytes', baseline, value, 'B')
-
-
-def _count(n: int) -> str:
-    r"""A count as cases name it: :obj:`100000 -> "100k"`,
-    :obj:`1000000 -> "1m"`."""
-    for factor, suffix in ((1_000_000, 'm'), (1_000, 'k')):
-        if n % factor == 0:
-            return f'{n // factor}{suffix}'
-    return str(n)
 
 
 def goal_column(record: Record) -> str:
@@ -225,7 +183,7 @@ def main():
     warnings.filterwarnings('ignore', message='Sparse CSR tensor support')
     warnings.filterwarnings('ignore', message='Sparse invariant checks')
     x, edge_index = random_graph(args.nodes, args.edges, args.features)
-    adj = adjacency(edge_index, args.nodes)
+    adj = graph_adjacency(edge_index, args.nodes)
     found = deploy.backend()
     print(f'{args.nodes} nodes, {args.edges} edges, {args.features} features, '
           f'{args.hidden} hidden; adjacency: '

@@ -47,6 +47,10 @@ class Backend:
             of the deployed integer layers
             (:mod:`pyg_qgnn.deploy.integer_elementwise`): :obj:`"native"`
             or :obj:`"torch"`.
+        packed_bits (str): The path of the deployed binary GraphSAGE
+            layers between binary layers: :obj:`"native"` (the kernels of
+            :mod:`pyg_qgnn.deploy.packed_bits` on packed signs) or
+            :obj:`"torch"` (:obj:`int8` codes, :func:`binary_matmul`).
     """
     int8_gemm: bool
     numpy_popcount: bool
@@ -56,6 +60,7 @@ class Backend:
     binary_matmul: str
     int8_aggregate: str
     int8_elementwise: str
+    packed_bits: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,6 +77,7 @@ def backend() -> Backend:
     from pyg_qgnn.deploy.integer_aggregate import aggregate_kernel
     from pyg_qgnn.deploy.integer_elementwise import native_available
     from pyg_qgnn.deploy.knn import native_kernel
+    from pyg_qgnn.deploy.packed_bits import packed_kernels
 
     int8_gemm = _has_int8_gemm()
     numpy_popcount = _has_numpy_popcount()
@@ -88,7 +94,9 @@ def backend() -> Backend:
     return Backend(int8_gemm=int8_gemm, numpy_popcount=numpy_popcount,
                    native=native, faiss=faiss, hamming_knn=knn,
                    binary_matmul=matmul, int8_aggregate=aggregate,
-                   int8_elementwise='native' if native_available() else 'torch')
+                   int8_elementwise='native' if native_available() else 'torch',
+                   packed_bits='native' if packed_kernels() is not None
+                   else 'torch')
 
 
 def compile_native(name: str, source: str,

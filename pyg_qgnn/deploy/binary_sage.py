@@ -6,23 +6,33 @@ A layer stores :math:`\mathrm{sign}(\mathbf{W})` packed (1 bit per weight)
 and the batch normalization and sign of Eq. 14 folded into one threshold
 per input channel (:func:`~pyg_qgnn.deploy.binary_ops.sign_thresholds`,
 which reproduces the rounding of the trained normalization exactly; a
-channel whose map decreases has its weight column negated instead). It
-computes:
+channel whose map decreases has its weight column negated instead).
+Between binary layers node features stay bit-packed (one bit per
+:math:`\pm 1` value, :obj:`uint8` rows as
+:func:`~pyg_qgnn.quantizers.binary.pack_signs` writes them), and a layer
+whose input is binary runs three native kernels
+(:mod:`~pyg_qgnn.deploy.packed_bits`):
 
-* the aggregation of :math:`\pm 1` node features (the output of a previous
-  layer with an output sign, handed over as :obj:`int8` codes) as an
-  :obj:`int32` sum or maximum of the codes
-  (:func:`~pyg_qgnn.deploy.integer_aggregate.aggregate_codes`), the mean as
-  that sum divided by the degree; real features (the input of the first
-  layer) as a CSR product that adds each target's sources in edge order, as
-  PyG's scatter does in the trained layer (or by PyG itself);
-* the product :math:`\mathrm{sign}(\mathbf{W}) \circledast \mathbf{h}` as
-  an exact binary matmul (:func:`~pyg_qgnn.deploy.binary_matmul`: the
-  :obj:`int8` GEMM or popcounts, whichever this machine runs fastest);
-* :math:`\Gamma`, bias, :math:`\sigma` and :math:`\ell_2` normalization in
-  float32, or, where the layer ends in a sign, one threshold per output
-  channel on the integer product that gives that sign's :obj:`int8` codes
-  for the next layer.
+* per target and channel, the number of sources with the bit set gives the
+  exact sum of their :math:`\pm 1` values, the mean as that sum divided by
+  the degree in float32 (as the trained layer divides), or the maximum;
+  its threshold gives the aggregate's input sign directly as a bit;
+* the root's input signs are a bitwise map of its packed bits;
+* the product :math:`\mathrm{sign}(\mathbf{W}) \circledast \mathbf{h}` is
+  :math:`d - 2\,\mathrm{popcount}(\mathbf{h} \oplus \mathbf{w})`, and
+  :math:`\Gamma`, bias, :math:`\sigma` and the output sign are one
+  integer threshold per output channel that gives the next layer's bits.
+
+Real features (the input of the first layer) are aggregated by a CSR
+product that adds each target's sources in edge order, as PyG's scatter
+does in the trained layer (or by PyG itself), and multiplied in float32 by
+the unpacked signs (unpacked once per stored weight). Where no C compiler
+is present, or a form has no threshold (a balanced sign, a normalization
+without running statistics), the layer takes the :obj:`int8` path: codes
+aggregated by :func:`~pyg_qgnn.deploy.integer_aggregate.aggregate_codes`,
+the exact binary matmul of :func:`~pyg_qgnn.deploy.binary_matmul`, and
+:math:`\Gamma`, bias, :math:`\sigma` and :math:`\ell_2` normalization in
+float32.
 
 Every step gives the trained layer's values in evaluation bit for bit:
 sums of :math:`\pm 1` are exact integers in float32 as in :obj:`int32`, the
@@ -30,6 +40,11 @@ mean is the same float32 division, the thresholds give the signs the
 normalization gives, and the float steps run the same operations on the same
 values. The CSR built from an :obj:`edge_index` is kept for the next call
 with the same (unchanged) tensor, as the layers of a model get it.
+
+On a random graph of 100,000 nodes and 1,000,000 edges with 256 channels
+(2 threads of an AVX-512 CPU) the packed aggregation takes 10 ms and the
+thresholded popcount product 20 ms, against 82 ms for the :obj:`int8`
+aggregation and 69 ms for the :obj:`int8` GEMM.
 """
 import warnings
 import weakref
@@ -41,9 +56,11 @@ from torch import Tensor, nn
 from torch_geometric.nn.conv import MessagePassing, SAGEConv
 from torch_geometric.typing import Adj, OptPairTensor, Size, SparseTensor
 
+from pyg_qgnn.deploy.backend import backend
 from pyg_qgnn.deploy.binary import Binarize
 from pyg_qgnn.deploy.binary_ops import (
     check_finite_features,
+    check_packed,
     matmul_codes,
     pack_codes,
     sign_thresholds,
@@ -52,6 +69,16 @@ from pyg_qgnn.deploy.binary_ops import (
 from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
 from pyg_qgnn.deploy.integer_aggregate import aggregate_codes
 from pyg_qgnn.deploy.integer_graph import to_csr
+from pyg_qgnn.deploy.packed_bits import (
+    BIT_REDUCES,
+    MAX_EXACT_DEGREE,
+    aggregate_bits,
+    pad_to_words,
+    popcount_matmul,
+    threshold_pack,
+    weight_blocks,
+    words,
+)
 from pyg_qgnn.nn.conv.bin_sage_conv import (
     BinSAGEConv,
     aggregation_name,
@@ -85,10 +112,11 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         \mathbf{x}_j)\big]\big) \odot \Gamma + \mathbf{b}\big)\Big)
 
     with :math:`\mathbf{s}(\cdot)` the thresholded signs of
-    :math:`\mathrm{sign}(\mathrm{BN}(\cdot))`. Node features are float
-    tensors or, from a layer with an output sign, :obj:`int8` codes
-    :math:`\pm 1` (which it returns in turn); calls are those of
-    :class:`~torch_geometric.nn.conv.SAGEConv`, bipartite pairs and every
+    :math:`\mathrm{sign}(\mathrm{BN}(\cdot))`. Node features are float32
+    tensors, :obj:`int8` codes :math:`\pm 1`, or packed signs (:obj:`uint8`
+    :math:`(N, \lceil F / 8 \rceil)`, :func:`~pyg_qgnn.quantizers.binary.
+    pack_signs`), which a layer with an output sign returns; calls are those
+    of :class:`~torch_geometric.nn.conv.SAGEConv`, bipartite pairs and every
     adjacency format included.
 
     A layer with real inputs (the first of
@@ -136,10 +164,12 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
 
     Shapes:
         - **inputs:** node features :math:`(|\mathcal{V}|, F_{in})`
-          (float, or :obj:`int8` codes) or a bipartite pair, edge indices
-          :math:`(2, |\mathcal{E}|)` or a sparse adjacency
-        - **output:** :math:`(|\mathcal{V}_t|, F_{out})`, float, or
-          :obj:`int8` codes with an output sign
+          (float32 or :obj:`int8` codes), :math:`(|\mathcal{V}|, \lceil
+          F_{in} / 8 \rceil)` (packed signs) or a bipartite pair, edge
+          indices :math:`(2, |\mathcal{E}|)` or a sparse adjacency
+        - **output:** :math:`(|\mathcal{V}_t|, F_{out})` float, or with an
+          output sign packed signs :math:`(|\mathcal{V}_t|, \lceil
+          F_{out} / 8 \rceil)`
     """
     def __init__(self, in_channels: Tuple[int, int], out_channels: int,
                  aggr: str = 'mean', normalize: bool = False,
@@ -186,6 +216,8 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
                              if folded else None)
         self.register_buffer('output_flips', torch.ones(
             out_channels, dtype=torch.int8) if folded else None)
+        # Tensors derived from the stored weight (see _derived).
+        self._derived_cache = {}
         self.requires_grad_(False)
         self.eval()
 
@@ -248,13 +280,20 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
     def forward(self, x: Union[Tensor, OptPairTensor], edge_index: Adj,
                 size: Size = None) -> Tensor:
         x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
-        self._check_features(x_src, 'x')
+        self._check_features(x_src, self.in_channels[0])
         if x_dst is not None and x_dst is not x_src:
-            self._check_features(x_dst, 'x')
+            self._check_features(x_dst, self.in_channels[1])
         if self.root_weight and x_dst is None:
             raise ValueError("'x' must hold target features, x=(x_src, "
                              "x_dst) with x_dst not None, when "
                              "root_weight=True")
+        if self._takes_packed_path(x_src, x_dst):
+            csr = self._pattern(x_src, x_dst, edge_index, size)
+            if csr is not None and (not csr.col.numel() or int(
+                    csr.degree().max()) <= MAX_EXACT_DEGREE):
+                return self._forward_packed(x_src, x_dst, csr)
+        x_src = self._codes(x_src, self.in_channels[0])
+        x_dst = self._codes(x_dst, self.in_channels[1])
         if self.lin is not None:  # the real projection
             x_src = self.lin(_real(x_src)).relu()
         aggregate = self.aggregate_features(x_src, x_dst, edge_index, size)
@@ -269,17 +308,100 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         return self.finish(matmul_codes(codes, self.weight_packed,
                                         self.h_channels))
 
-    def _check_features(self, x: Tensor, name: str):
+    def _check_features(self, x: Tensor, channels: int, name: str = 'x'):
         if not isinstance(x, Tensor) or x.dim() != 2:
             raise ValueError(f"'{name}' must be a (nodes, features) matrix "
                              f"(got {getattr(x, 'shape', type(x).__name__)})")
         if x.dtype == torch.int8:
             check_sign_codes(x, name)
+        elif x.dtype == torch.uint8:
+            if x.size(1) != -(-channels // 8):
+                raise ValueError(f"'{name}' is a uint8 tensor, taken as "
+                                 f"packed signs of {channels} channels, so "
+                                 f"it must have {-(-channels // 8)} bytes "
+                                 f"per row (got {x.size(1)})")
+            check_packed(x, channels, name)
         elif x.dtype != torch.float32:
-            raise TypeError(f"'{name}' must hold float32 features or int8 "
-                            f"-1/+1 codes (got {x.dtype})")
+            raise TypeError(f"'{name}' must hold float32 features, int8 "
+                            f"-1/+1 codes or uint8 packed signs "
+                            f"(got {x.dtype})")
         else:
             check_finite_features(x, name)
+
+    @staticmethod
+    def _codes(x: Optional[Tensor], channels: int) -> Optional[Tensor]:
+        r"""Packed signs as :obj:`int8` codes; other features as given."""
+        if x is None or x.dtype != torch.uint8:
+            return x
+        return unpack_signs(x, channels)
+
+    def _takes_packed_path(self, x_src: Tensor,
+                           x_dst: Optional[Tensor]) -> bool:
+        r"""Whether the packed-bit kernels compute this call: binary
+        features on the CPU, the input sign folded into thresholds, binary
+        weights, no real projection."""
+        binary = (torch.int8, torch.uint8)
+        if x_src.dtype not in binary or x_src.device.type != 'cpu':
+            return False
+        if self.root_weight and x_dst.dtype not in binary:
+            return False
+        return (self.thresholds is not None and self.weight_packed is not None
+                and self.lin is None and self.aggr in BIT_REDUCES
+                and backend().packed_bits == 'native')
+
+    def _forward_packed(self, x_src: Tensor, x_dst: Optional[Tensor],
+                        csr) -> Tensor:
+        r"""Eq. 14–15 on packed bits: thresholded integer aggregation and
+        root signs, popcount product, and output thresholds
+        (:mod:`~pyg_qgnn.deploy.packed_bits`)."""
+        src_channels, dst_channels = self.in_channels
+        root_words = words(dst_channels) if self.root_weight else 0
+        h = torch.empty(csr.num_targets,
+                        8 * (root_words + words(src_channels)),
+                        dtype=torch.uint8)
+        if self.root_weight:
+            h[:, :8 * root_words] = pad_to_words(
+                self._root_bits(_packed(x_dst)), dst_channels)
+        aggregate_bits(_packed(x_src), csr, src_channels, self.aggr,
+                       self.thresholds[dst_channels if self.root_weight
+                                       else 0:], h[:, 8 * root_words:])
+        blocks = self._weight_blocks()
+        if self.output_thresholds is None:
+            return self.finish(popcount_matmul(h, blocks, self.h_channels,
+                                               self.out_channels))
+        thresholds = _comparable(self.output_thresholds,
+                                 torch.empty(0, dtype=torch.int32))
+        return popcount_matmul(h, blocks, self.h_channels, self.out_channels,
+                               thresholds, self.output_flips)
+
+    def _root_bits(self, x_packed: Tensor) -> Tensor:
+        r"""The packed input signs of the root term: per channel, what a
+        :math:`+1` and what a :math:`-1` becomes under its threshold."""
+        thresholds = self.thresholds[:self.in_channels[1]]
+        if_positive = pack_codes(torch.where(thresholds <= 1.0, 1, -1))
+        if_negative = pack_codes(torch.where(thresholds <= -1.0, 1, -1))
+        return (x_packed & if_positive) | (~x_packed & if_negative)
+
+    def _weight_blocks(self) -> Tensor:
+        r"""The weight in the layout of the popcount product, unpacked once
+        per stored weight."""
+        def build():
+            codes = self.weight_codes()
+            if not self.root_weight:
+                return weight_blocks([codes])
+            split = self.in_channels[1]
+            return weight_blocks([codes[:, :split], codes[:, split:]])
+        return self._derived('blocks', build)
+
+    def _derived(self, name: str, build) -> Tensor:
+        r"""A tensor derived from the stored weight, rebuilt when it
+        changes (a load writes it in place)."""
+        key = (self.weight_packed.data_ptr(), self.weight_packed._version)
+        cached = self._derived_cache.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, build())
+            self._derived_cache[name] = cached
+        return cached[1]
 
     def aggregate_features(self, x_src: Tensor, x_dst: Optional[Tensor],
                            edge_index: Adj, size: Size) -> Tensor:
@@ -339,17 +461,21 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         return h if self.norm is None else self.norm(h)
 
     def _float_weight(self, dtype: torch.dtype) -> Tensor:
-        return self.weight if self.weight is not None else \
-            self.weight_codes().to(dtype)
+        if self.weight is not None:
+            return self.weight
+        return self._derived('float', self.weight_codes).to(dtype)
 
     def finish(self, product: Tensor) -> Tensor:
         r"""Eq. 15 after the product, as the trained layer computes it; the
-        output sign as :obj:`int8` codes."""
+        output sign as packed bits."""
         if self.output_thresholds is not None:
-            codes = threshold_codes(product, _comparable(
-                self.output_thresholds, product))
-            return codes.mul_(self.output_flips) if bool(
-                (self.output_flips < 0).any()) else codes
+            thresholds = _comparable(self.output_thresholds, product)
+            if product.dtype == torch.float32 and \
+                    product.device.type == 'cpu' and \
+                    backend().packed_bits == 'native':
+                return threshold_pack(product, thresholds, self.output_flips)
+            return pack_codes(threshold_codes(product, thresholds,
+                                              self.output_flips))
         out = self.rescale(product.to(torch.float32))
         if self.bias is not None:
             out = out + self.bias
@@ -357,7 +483,9 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
             out = self.activation(out)
         if self.normalize:
             out = F.normalize(out, p=2., dim=-1)
-        return out if self.output_sign is None else self.output_sign.codes(out)
+        if self.output_sign is None:
+            return out
+        return pack_codes(self.output_sign.codes(out))
 
     message = SAGEConv.message
     message_and_aggregate = SAGEConv.message_and_aggregate
@@ -373,7 +501,7 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
                   if getattr(self, name) is not None]
         floats += [name for name in ('thresholds', 'output_thresholds')
                    if getattr(self, name) is not None]
-        out = 'int8 signs' if self.output_sign is not None else 'float'
+        out = 'packed signs' if self.output_sign is not None else 'float'
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.out_channels}, aggr={self.aggr!r}, weight={weight}, '
                 f'h={h}, output={out}, float={floats})')
@@ -412,6 +540,11 @@ def _csr_reduce(csr, x: Tensor, aggr: str) -> Tensor:
             csr.rowptr, csr.col, x.new_ones(csr.col.numel()),
             (csr.num_targets, csr.num_sources), check_invariants=False)
         return torch.sparse.mm(adj, x, aggr)
+
+
+def _packed(x: Tensor) -> Tensor:
+    r"""Binary features as packed signs (:obj:`int8` codes are packed)."""
+    return x if x.dtype == torch.uint8 else pack_codes(x)
 
 
 def _real(x: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """Tests of the deployed BinSAGEConv and BinGraphSAGE
 (pyg_qgnn.deploy.binary_sage): bit for bit the fake-quantized twins in
-evaluation, on float features and on the int8 signs of a previous layer, in
+evaluation, on float features and on the int8 or packed signs of a previous layer, in
 every adjacency format and on every exact path; integer aggregation where
 the features are signs; safe save and load; at least 20x smaller than
 float."""
@@ -28,6 +28,7 @@ from pyg_qgnn.deploy import (
 )
 from pyg_qgnn.deploy import binary_sage
 from pyg_qgnn.quantizers import SignQuantizer
+from pyg_qgnn.quantizers.binary import pack_signs, unpack_signs
 from tests.deploy.test_binary import trained
 from tests.nn.conv.test_quant_gin_conv import FORMATS, adjacency
 
@@ -65,16 +66,26 @@ def signs(x):
     return values, values.to(torch.int8)
 
 
+def values(out, channels):
+    r"""A deployed output as the twin's floats: packed signs unpacked."""
+    if out.dtype == torch.uint8:
+        out = unpack_signs(out, channels)
+    return out.to(torch.float32) if out.dtype == torch.int8 else out
+
+
 def assert_deployed_equals(twin, x, adj, codes=None):
     r"""The deployed form of :obj:`twin` on :obj:`codes` (default:
-    :obj:`x`) gives exactly what :obj:`twin` gives on :obj:`x`."""
+    :obj:`x`), and on them packed where they are :obj:`int8` signs, gives
+    exactly what :obj:`twin` gives on :obj:`x`."""
     deployed = convert(twin)
     expected = twin(x, adj)
-    out = deployed(x if codes is None else codes, adj)
-    assert not out.requires_grad
-    if out.dtype == torch.int8:
-        out = out.to(expected.dtype)
-    assert torch.equal(out, expected)
+    inputs = [x if codes is None else codes]
+    if codes is not None and codes.dtype == torch.int8:
+        inputs.append(pack_signs(codes))
+    for features in inputs:
+        out = deployed(features, adj)
+        assert not out.requires_grad
+        assert torch.equal(values(out, expected.size(-1)), expected)
     return deployed
 
 
@@ -200,15 +211,26 @@ def test_output_sign_without_thresholds_equals_twin(kwargs):
     assert deployed.rescale is not None and deployed.activation is not None
 
 
-def test_signs_are_aggregated_as_integers(monkeypatch):
+@pytest.mark.parametrize('path', ['native', 'torch'])
+def test_signs_are_aggregated_as_integers(monkeypatch, path):
+    if path == 'native' and backend().packed_bits != 'native':
+        pytest.skip('no C compiler for the packed-bit kernels')
     calls = []
-    original = binary_sage.aggregate_codes
 
-    def recording(codes, *args, **kwargs):
-        calls.append(codes.dtype)
-        return original(codes, *args, **kwargs)
+    def recording(name, original):
+        def record(features, *args, **kwargs):
+            calls.append((name, features.dtype))
+            return original(features, *args, **kwargs)
+        return record
 
-    monkeypatch.setattr(binary_sage, 'aggregate_codes', recording)
+    for name in ('aggregate_codes', 'aggregate_bits'):
+        monkeypatch.setattr(binary_sage, name,
+                            recording(name, getattr(binary_sage, name)))
+    chosen = dataclasses.replace(backend(), packed_bits=path)
+    monkeypatch.setattr(binary_sage, 'backend', lambda: chosen)
+    # int8 codes and the same packed: packed bits or int8 codes, by path.
+    expected = [('aggregate_bits', torch.uint8)] * 2 if path == 'native' \
+        else [('aggregate_codes', torch.int8)] * 2
     x, edge_index = graph()
     twin = trained(BinSAGEConv(8, 6), x, edge_index)
     values, codes = signs(x)
@@ -216,7 +238,7 @@ def test_signs_are_aggregated_as_integers(monkeypatch):
         calls.clear()
         adj = adjacency(edge_index, fmt, 24)
         assert_deployed_equals(twin, values, adj, codes)
-        assert calls == [torch.int8]
+        assert calls == expected
     # Coalesced, repeated edges are values above 1, which SAGEConv weights:
     # floats, as the twin computes them.
     calls.clear()
@@ -259,8 +281,8 @@ def test_reference_paths_give_the_same_output(monkeypatch, matmul):
     deployed = convert(model)
     fast = deployed(x, edge_index)
     slow = dataclasses.replace(backend(), binary_matmul=matmul,
-                               int8_aggregate='torch')
-    for module in (binary_ops, integer_aggregate):
+                               int8_aggregate='torch', packed_bits='torch')
+    for module in (binary_ops, integer_aggregate, binary_sage):
         monkeypatch.setattr(module, 'backend', lambda: slow)
     assert torch.equal(deployed(x, edge_index), fast)
 
@@ -281,7 +303,7 @@ def test_bin_graph_sage_equals_twin(kwargs):
     assert all(isinstance(c, DeployedBinSAGEConv) for c in deployed.convs)
     hidden = deployed.convs[0](x, edge_index)
     binary = kwargs.get('binary_features', True)
-    assert (hidden.dtype == torch.int8) == binary
+    assert (hidden.dtype == torch.uint8) == binary  # packed signs
 
 
 @pytest.mark.skipif(not (torch_geometric.typing.WITH_PYG_LIB
@@ -341,6 +363,14 @@ def test_bad_features_are_named():
         deployed(codes, edge_index)
     with pytest.raises(TypeError, match="'x' must hold float32"):
         deployed(x.double(), edge_index)
+    odd = convert(trained(BinSAGEConv(5, 6), x[:, :5], edge_index))
+    packed = pack_signs(signs(x[:, :5])[1])
+    with pytest.raises(ValueError, match="packed signs of 5 channels.*1 "
+                       "bytes per row \\(got 2"):
+        odd(torch.cat([packed, packed], 1), edge_index)
+    packed[1, 0] |= 0x80  # a padding bit
+    with pytest.raises(ValueError, match="'x' has nonzero padding bits"):
+        odd(packed, edge_index)
     with pytest.raises(ValueError, match="'x' must be a \\(nodes, features"):
         deployed(x.unsqueeze(0), edge_index)
     with pytest.raises(ValueError, match="x_dst not None"):
@@ -365,7 +395,7 @@ def test_repr_names_what_stays_float():
     first, middle, last = convert(model).convs
     assert repr(first) == (
         "DeployedBinSAGEConv((8, 8), 16, aggr='mean', weight=1-bit packed, "
-        "h=float, output=int8 signs, float=['output_thresholds'])")
+        "h=float, output=packed signs, float=['output_thresholds'])")
     assert repr(last) == (
         "DeployedBinSAGEConv((16, 16), 4, aggr='mean', weight=1-bit packed, "
         "h=thresholds, output=float, float=['rescale', 'bias', "
