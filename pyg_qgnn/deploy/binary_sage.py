@@ -39,7 +39,8 @@ sums of :math:`\pm 1` are exact integers in float32 as in :obj:`int32`, the
 mean is the same float32 division, the thresholds give the signs the
 normalization gives, and the float steps run the same operations on the same
 values. The CSR built from an :obj:`edge_index` is kept for the next call
-with the same (unchanged) tensor, as the layers of a model get it.
+with the same (unchanged) tensor, as the layers of a model get it
+(:func:`~pyg_qgnn.deploy.integer_graph.to_csr`).
 
 On a random graph of 100,000 nodes and 1,000,000 edges with 256 channels
 (2 threads of an AVX-512 CPU) the packed aggregation takes 10 ms and the
@@ -47,7 +48,6 @@ thresholded popcount product 20 ms, against 82 ms for the :obj:`int8`
 aggregation and 69 ms for the :obj:`int8` GEMM.
 """
 import warnings
-import weakref
 from typing import Optional, Tuple, Union
 
 import torch
@@ -438,7 +438,7 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
             edge_index = edge_index.set_value(None, layout=None)
         num_dst = x_dst.size(0) if x_dst is not None else (
             size[1] if size is not None else x_src.size(0))
-        csr = _cached_csr(edge_index, (x_src.size(0), num_dst), self.flow)
+        csr = to_csr(edge_index, (x_src.size(0), num_dst), flow=self.flow)
         return csr if csr.weight is None else None
 
     def _input_codes(self, parts: list) -> Tensor:
@@ -505,24 +505,6 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.out_channels}, aggr={self.aggr!r}, weight={weight}, '
                 f'h={h}, output={out}, float={floats})')
-
-
-#: The CSR of the last plain edge_index, shared by the layers of a model,
-#: which all get the same graph: (weak reference, key, CSR). A graph
-#: changed in place has a new version, hence a new key.
-_last_csr = [None]
-
-
-def _cached_csr(edge_index: Adj, size: Tuple[int, int], flow: str):
-    if not _plain(edge_index):
-        return to_csr(edge_index, size, flow=flow)
-    key = (id(edge_index), edge_index._version, size, flow)
-    last = _last_csr[0]
-    if last is not None and last[0]() is edge_index and last[1] == key:
-        return last[2]
-    csr = to_csr(edge_index, size, flow=flow)
-    _last_csr[0] = (weakref.ref(edge_index), key, csr)
-    return csr
 
 
 def _plain(edge_index: Adj) -> bool:

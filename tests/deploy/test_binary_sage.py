@@ -274,6 +274,19 @@ def test_graph_shared_by_layers_and_changed_in_place():
     assert torch.equal(deployed(x, other), model(x, other))
 
 
+def test_graph_made_in_inference_mode():
+    # Inference tensors have no version counter to tell a changed graph.
+    x, edge_index = graph()
+    model = trained(BinGraphSAGE(8, 16, 3, 4), x, edge_index)
+    deployed = convert(model)
+    expected = model(x, edge_index)
+    with torch.inference_mode():
+        edges = edge_index.clone()
+        assert torch.equal(deployed(x, edges), expected)
+        edges[0, :30] = edges[0, :30].flip(0)
+        assert torch.equal(deployed(x, edges), model(x, edges))
+
+
 @pytest.mark.parametrize('matmul', ['torch', 'popcount'])
 def test_reference_paths_give_the_same_output(monkeypatch, matmul):
     x, edge_index = graph()
