@@ -5,7 +5,7 @@ from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.typing import Adj, OptPairTensor, SparseTensor
+from torch_geometric.typing import Adj, OptPairTensor, Size, SparseTensor
 from torch_geometric.utils import to_edge_index
 
 from pyg_qgnn.quantizers import Quantizer
@@ -282,3 +282,52 @@ class QuantLayer:
         twin.load_state_dict(module.state_dict())
         twin.train(module.training)
         return twin
+
+
+class QuantAggregatingLayer(QuantLayer):
+    r"""The message-passing steps shared by twins whose points are
+    :math:`Q_{in}` on the features, :math:`Q_{msg}` on each message,
+    :math:`Q_{agg}` on the aggregate and :math:`Q_{out}` on the output
+    (:class:`QuantGINConv`, :class:`QuantSAGEConv`), around the float
+    parent's steps :obj:`_float_forward`, :obj:`_float_message_and_aggregate`
+    and :obj:`_float_aggregate` (:func:`parent_method`), which a subclass
+    sets. Sums and means run in :obj:`float64` where :meth:`exact_sums`
+    says so (:obj:`_exact_aggregation`, set by the subclass: not for a
+    parametric aggregation, whose weights stay :obj:`float32`)."""
+    _exact_aggregation: bool = False
+
+    def forward(self, x: Union[Tensor, OptPairTensor], edge_index: Adj,
+                size: Size = None) -> Tensor:
+        out = self._float_forward(self.quant_input(x), edge_index, size)
+        return self.quant('output', out)
+
+    def message(self, x_j: Tensor) -> Tensor:
+        return self.quant('message', x_j)
+
+    def message_and_aggregate(self, adj_t: Adj, x: OptPairTensor) -> Tensor:
+        if self.quantizes_messages():
+            # A fused sparse product never forms the messages Q_msg acts on.
+            return self.message_and_aggregate_per_edge(adj_t, x[0])
+        if self._exact_aggregation and self.exact_sums() and \
+                x[0].dtype == torch.float32:
+            # A Tensor here is a torch.sparse adjacency (isinstance, not
+            # is_torch_sparse_tensor: TorchScript refines the Union by it).
+            if isinstance(adj_t, Tensor):
+                adj_t = adj_t.to(torch.float64)
+            out = self._float_message_and_aggregate(
+                adj_t, (x[0].double(), x[1]))
+            return out.float()
+        return self._float_message_and_aggregate(adj_t, x)
+
+    def aggregate(self, inputs: Tensor, index: Tensor,
+                  ptr: Optional[Tensor] = None,
+                  dim_size: Optional[int] = None) -> Tensor:
+        if self._exact_aggregation and self.exact_sums() and \
+                inputs.dtype == torch.float32:
+            # See exact_sums: what the deployed layer computes.
+            return self._float_aggregate(inputs.double(), index, ptr,
+                                         dim_size).float()
+        return self._float_aggregate(inputs, index, ptr, dim_size)
+
+    def update(self, inputs: Tensor) -> Tensor:
+        return self.quant('aggregate', inputs)

@@ -1,16 +1,18 @@
 from typing import List, Optional, Tuple, Union
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 from torch_geometric.nn.aggr import Aggregation
 from torch_geometric.nn.conv import SAGEConv
-from torch_geometric.typing import Adj, OptPairTensor, Size
 
-from pyg_qgnn.nn.quant_layer import QUANT_POINTS, QuantLayer, parent_method
+from pyg_qgnn.nn.quant_layer import (
+    QUANT_POINTS,
+    QuantAggregatingLayer,
+    parent_method,
+)
 from pyg_qgnn.quantizers import Quantizer
 
 
-class QuantSAGEConv(QuantLayer, SAGEConv):
+class QuantSAGEConv(QuantAggregatingLayer, SAGEConv):
     r"""The GraphSAGE operator of `Hamilton et al.
     <https://arxiv.org/abs/1706.02216>`_ with quantization-aware training
     (fake quantization at input, weight, message, aggregate and output, as
@@ -123,42 +125,6 @@ class QuantSAGEConv(QuantLayer, SAGEConv):
     def reset_parameters(self):
         super().reset_parameters()
         self.reset_quantizers()
-
-    def forward(self, x: Union[Tensor, OptPairTensor], edge_index: Adj,
-                size: Size = None) -> Tensor:
-        out = self._float_forward(self.quant_input(x), edge_index, size)
-        return self.quant('output', out)
-
-    def message(self, x_j: Tensor) -> Tensor:
-        return self.quant('message', x_j)
-
-    def message_and_aggregate(self, adj_t: Adj, x: OptPairTensor) -> Tensor:
-        if self.quantizes_messages():
-            # A fused sparse product never forms the messages Q_msg acts on.
-            return self.message_and_aggregate_per_edge(adj_t, x[0])
-        if self._exact_aggregation and self.exact_sums() and \
-                x[0].dtype == torch.float32:
-            # A Tensor here is a torch.sparse adjacency (isinstance, not
-            # is_torch_sparse_tensor: TorchScript refines the Union by it).
-            if isinstance(adj_t, Tensor):
-                adj_t = adj_t.to(torch.float64)
-            out = self._float_message_and_aggregate(
-                adj_t, (x[0].double(), x[1]))
-            return out.float()
-        return self._float_message_and_aggregate(adj_t, x)
-
-    def aggregate(self, inputs: Tensor, index: Tensor,
-                  ptr: Optional[Tensor] = None,
-                  dim_size: Optional[int] = None) -> Tensor:
-        if self._exact_aggregation and self.exact_sums() and \
-                inputs.dtype == torch.float32:
-            # See QuantLayer.exact_sums: what the deployed layer computes.
-            return self._float_aggregate(inputs.double(), index, ptr,
-                                         dim_size).float()
-        return self._float_aggregate(inputs, index, ptr, dim_size)
-
-    def update(self, inputs: Tensor) -> Tensor:
-        return self.quant('aggregate', inputs)
 
     @classmethod
     def float_kwargs(cls, module: nn.Module) -> dict:
