@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -170,6 +171,22 @@ def _build(compiler: str, flags: list, source: str, folder: Path,
                         str(built), str(c_file)], check=True,
                        capture_output=True, timeout=120)
         os.replace(built, library)  # atomic: concurrent builds are safe
+
+
+def parallel_map(function: Callable, tasks: list, threads: int) -> list:
+    r""":obj:`[function(task) for task in tasks]`, on :obj:`threads`
+    threads of a pool kept for the process (for native kernels that release
+    the GIL) where there are several threads and tasks."""
+    if threads > 1 and len(tasks) > 1:
+        return list(_pool(threads).map(function, tasks))
+    return [function(task) for task in tasks]
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    r"""One pool per thread count, kept for the process: starting threads
+    on every call would cost as much as a small kernel call."""
+    return ThreadPoolExecutor(threads, thread_name_prefix='pyg_qgnn')
 
 
 def _has_int8_gemm() -> bool:

@@ -21,14 +21,13 @@ from torch import Tensor
 from torch_geometric.typing import OptTensor, PairTensor
 from torch_geometric.utils import scatter
 
-from pyg_qgnn.deploy.backend import native_function
+from pyg_qgnn.deploy.backend import native_function, parallel_map
 from pyg_qgnn.deploy.binary_ops import (
     check_finite_features,
     matmul_codes,
     pack_codes,
     threshold_codes,
 )
-from pyg_qgnn.deploy.knn import _map
 from pyg_qgnn.nn.conv.knn_graph import KNNGraph, check_batch
 
 #: Edges per chunk of threshold_products without its kernel: a chunk's codes
@@ -130,7 +129,7 @@ def _kernel_edge_max(x: PairTensor, source: Tensor, upper: Tensor,
         if status != 0:
             raise MemoryError('the binary edge kernel is out of memory')
 
-    _map(run, list(range(0, num_nodes, step)), threads)
+    parallel_map(run, list(range(0, num_nodes, step)), threads)
     return best
 
 
@@ -205,7 +204,7 @@ def twin_knn_graph(knn_graph: KNNGraph, x: Tensor,
         if status != 0:
             raise MemoryError('the kNN selection kernel is out of memory')
 
-    _map(select, list(range(0, num_points, step)),
+    parallel_map(select, list(range(0, num_points, step)),
          torch.get_num_threads())
     rows = ambiguous.nonzero().view(-1)
     if rows.numel():

@@ -12,7 +12,7 @@ operations in the same order, so both give the same bits (tested).
 """
 import ctypes
 import functools
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor

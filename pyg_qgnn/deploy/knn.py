@@ -36,14 +36,13 @@ that collects the nearer points and the lowest-index ties.
 """
 import ctypes
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyg_qgnn.deploy.backend import backend, native_function
+from pyg_qgnn.deploy.backend import backend, native_function, parallel_map
 from pyg_qgnn.deploy.binary_ops import check_packed, pack_codes
 from pyg_qgnn.quantizers.binary import check_signs, unpack_signs
 from pyg_qgnn.quantizers.functional import check_floating
@@ -399,7 +398,7 @@ def _native_knn(codes: Tensor, k: int, ptr: List[int], loop: bool) -> Tensor:
         if status != 0:
             raise MemoryError('the native Hamming kNN kernel is out of memory')
 
-    _map(run, tasks, threads)
+    parallel_map(run, tasks, threads)
     return edge_index.to(device)
 
 
@@ -408,19 +407,6 @@ def _clouds(ptr: List[int], k: int, loop: bool) -> List[tuple]:
     clouds = [(start, end - start, _neighbours(end - start, k, loop))
               for start, end in zip(ptr[:-1], ptr[1:])]
     return [cloud for cloud in clouds if cloud[2] >= 1]
-
-
-def _map(function: Callable, tasks: list, threads: int) -> list:
-    if threads > 1 and len(tasks) > 1:
-        return list(_pool(threads).map(function, tasks))
-    return [function(task) for task in tasks]
-
-
-@functools.lru_cache(maxsize=None)
-def _pool(threads: int) -> ThreadPoolExecutor:
-    r"""One pool per thread count, kept for the process: starting threads
-    on every call would cost as much as a small search."""
-    return ThreadPoolExecutor(threads, thread_name_prefix='pyg_qgnn_knn')
 
 
 def _faiss_knn(codes: Tensor, k: int, ptr: List[int], loop: bool) -> Tensor:
@@ -448,7 +434,7 @@ def _faiss_knn(codes: Tensor, k: int, ptr: List[int], loop: bool) -> Tensor:
 
     previous = faiss.omp_get_max_threads()
     try:
-        found = _map(search, clouds, threads if per_search == 1 else 1)
+        found = parallel_map(search, clouds, threads if per_search == 1 else 1)
     finally:
         faiss.omp_set_num_threads(previous)
     sources = [labels.reshape(-1) + start

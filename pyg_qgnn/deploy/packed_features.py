@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from pyg_qgnn.deploy.integer_codec import Codes, IntegerCodec
 from pyg_qgnn.deploy.integer_elementwise import quantize
 from pyg_qgnn.quantizers.base import LazyStateMixin
-from pyg_qgnn.quantizers.packing import PACKABLE_BITS, container_bits
+from pyg_qgnn.quantizers.packing import PACKABLE_BITS
 from pyg_qgnn.quantizers.packing import pack_bits, unpack_bits
 
 

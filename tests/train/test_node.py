@@ -88,8 +88,6 @@ def test_selection_keeps_to_admissible_epochs():
 
 
 def test_without_admissible_epochs_selection_uses_all():
-    from pyg_qgnn.train.node import Selection
-
     data = two_community_graph()
     torch.manual_seed(0)
     model = GCN(8, 16, num_layers=2, out_channels=2)
