@@ -66,6 +66,7 @@ from pyg_qgnn.deploy.binary_ops import (
     sign_thresholds,
     threshold_codes,
 )
+from pyg_qgnn.deploy import float_aggregate
 from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
 from pyg_qgnn.deploy.integer_aggregate import aggregate_codes
 from pyg_qgnn.deploy.integer_graph import to_csr
@@ -296,11 +297,12 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         x_dst = self._codes(x_dst, self.in_channels[1])
         if self.lin is not None:  # the real projection
             x_src = self.lin(_real(x_src)).relu()
+        if self.input_sign is None:  # real h: the twin's float product
+            h = self._normalized(self._real_rows(x_src, x_dst, edge_index,
+                                                 size))
+            return self.finish(F.linear(h, self._float_weight(h.dtype)))
         aggregate = self.aggregate_features(x_src, x_dst, edge_index, size)
         parts = [x_dst, aggregate] if self.root_weight else [aggregate]
-        if self.input_sign is None:  # real h: the twin's float product
-            h = self._normalized(torch.cat([_real(p) for p in parts], -1))
-            return self.finish(F.linear(h, self._float_weight(h.dtype)))
         codes = self._input_codes(parts)
         if self.weight is not None:
             return self.finish(F.linear(codes.to(self.weight.dtype),
@@ -429,6 +431,23 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         degree = csr.degree().clamp(min=1).to(torch.float32)
         return out.to(torch.float32).div_(degree.view(-1, 1))
 
+    def _real_rows(self, x_src: Tensor, x_dst: Optional[Tensor],
+                   edge_index: Adj, size: Size) -> Tensor:
+        r"""The real :math:`\mathbf{h} = [\mathbf{x}_i \,\Vert\,
+        \mathrm{aggr}_j \mathbf{x}_j]` (without :obj:`root_weight`: the
+        aggregate), float32 features on the CPU in one pass
+        (:func:`~pyg_qgnn.deploy.float_aggregate.aggregate_rows`)."""
+        root = x_dst if self.root_weight else None
+        if _float_cpu(x_src) and (root is None or _float_cpu(root)) and \
+                float_aggregate.available():
+            csr = self._pattern(x_src, x_dst, edge_index, size)
+            if csr is not None:
+                return float_aggregate.aggregate_rows(csr, x_src, self.aggr,
+                                                      root)
+        aggregate = self.aggregate_features(x_src, x_dst, edge_index, size)
+        parts = [x_dst, aggregate] if self.root_weight else [aggregate]
+        return torch.cat([_real(p) for p in parts], -1)
+
     def _pattern(self, x_src: Tensor, x_dst: Optional[Tensor],
                  edge_index: Adj, size: Size):
         r"""The CSR of the graph if the trained layer aggregates it without
@@ -522,6 +541,10 @@ def _csr_reduce(csr, x: Tensor, aggr: str) -> Tensor:
             csr.rowptr, csr.col, x.new_ones(csr.col.numel()),
             (csr.num_targets, csr.num_sources), check_invariants=False)
         return torch.sparse.mm(adj, x, aggr)
+
+
+def _float_cpu(x: Tensor) -> bool:
+    return x.dtype == torch.float32 and x.device.type == 'cpu'
 
 
 def _packed(x: Tensor) -> Tensor:
