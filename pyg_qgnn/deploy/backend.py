@@ -52,6 +52,9 @@ class Backend:
             layers between binary layers: :obj:`"native"` (the kernels of
             :mod:`pyg_qgnn.deploy.packed_bits` on packed signs) or
             :obj:`"torch"` (:obj:`int8` codes, :func:`binary_matmul`).
+        float_aggregate (str): How the deployed binary GraphSAGE aggregates
+            real features: :obj:`"native"`
+            (:mod:`pyg_qgnn.deploy.float_aggregate`) or :obj:`"torch"`.
     """
     int8_gemm: bool
     numpy_popcount: bool
@@ -62,6 +65,7 @@ class Backend:
     int8_aggregate: str
     int8_elementwise: str
     packed_bits: str
+    float_aggregate: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,6 +82,7 @@ def backend() -> Backend:
     from pyg_qgnn.deploy.integer_aggregate import aggregate_kernel
     from pyg_qgnn.deploy.integer_elementwise import native_available
     from pyg_qgnn.deploy.knn import native_kernel
+    from pyg_qgnn.deploy.float_aggregate import available
     from pyg_qgnn.deploy.packed_bits import packed_kernels
 
     int8_gemm = _has_int8_gemm()
@@ -97,7 +102,8 @@ def backend() -> Backend:
                    binary_matmul=matmul, int8_aggregate=aggregate,
                    int8_elementwise='native' if native_available() else 'torch',
                    packed_bits='native' if packed_kernels() is not None
-                   else 'torch')
+                   else 'torch',
+                   float_aggregate='native' if available() else 'torch')
 
 
 def compile_native(name: str, source: str,

@@ -439,7 +439,7 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         (:func:`~pyg_qgnn.deploy.float_aggregate.aggregate_rows`)."""
         root = x_dst if self.root_weight else None
         if _float_cpu(x_src) and (root is None or _float_cpu(root)) and \
-                float_aggregate.available():
+                backend().float_aggregate == 'native':
             csr = self._pattern(x_src, x_dst, edge_index, size)
             if csr is not None:
                 return float_aggregate.aggregate_rows(csr, x_src, self.aggr,

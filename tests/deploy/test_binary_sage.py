@@ -294,7 +294,8 @@ def test_reference_paths_give_the_same_output(monkeypatch, matmul):
     deployed = convert(model)
     fast = deployed(x, edge_index)
     slow = dataclasses.replace(backend(), binary_matmul=matmul,
-                               int8_aggregate='torch', packed_bits='torch')
+                               int8_aggregate='torch', packed_bits='torch',
+                               float_aggregate='torch')
     for module in (binary_ops, integer_aggregate, binary_sage):
         monkeypatch.setattr(module, 'backend', lambda: slow)
     assert torch.equal(deployed(x, edge_index), fast)
