@@ -86,6 +86,11 @@ def main(args):
     bar = tqdm(disable=args.no_progress, desc='validations', unit='eval')
 
     def progress(method, entry):
+        if args.no_progress:  # a line per validation, for logs
+            print(f"{method} epoch {entry['epoch']}: loss "
+                  f"{entry['loss']:.4f}, validation Recall@20 "
+                  f"{entry['recall@20']:.4f}", flush=True)
+            return
         bar.set_postfix(method=method, epoch=entry['epoch'],
                         recall20=f"{entry['recall@20']:.4f}")
         bar.update()
@@ -202,7 +207,8 @@ def build_parser():
                         help='write test Recall@20 against stored bytes as a '
                         'PNG')
     parser.add_argument('--no-progress', action='store_true',
-                        help='hide the progress bar')
+                        help='a line per validation instead of the progress bar '
+                        '(for logs)')
     return parser
 
 
