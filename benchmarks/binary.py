@@ -67,6 +67,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Record,
+    add_random_graph_arguments,
     base_parser,
     cli,
     count_name,
@@ -74,6 +75,7 @@ from common import (  # noqa: E402
     finish,
     graph_adjacency,
     random_graph,
+    random_graph_sizes,
     setup,
     time_pair,
 )
@@ -134,29 +136,13 @@ def parse_args():
         default=list(MODELS), metavar='MODEL',
         help=f'models of the infer and bytes metrics, among '
         f'{", ".join(MODELS)} (default: all)')
-    parser.add_argument(
-        '--nodes', type=cli.positive_int, default=None,
-        help='nodes of the BinSAGE random graph (default: 100000; --quick: '
-        '10000)')
-    parser.add_argument(
-        '--edges', type=cli.positive_int, default=None,
-        help='edges of the BinSAGE random graph (default: 10 per node)')
-    parser.add_argument(
-        '--features', type=cli.positive_int, default=256,
-        help='input features of the BinSAGE models (default: 256)')
-    parser.add_argument(
-        '--hidden', type=cli.positive_int, default=256,
-        help='hidden channels of the 3-layer BinSAGE models (default: 256)')
+    add_random_graph_arguments(parser, 'the 3-layer BinSAGE models', 256)
     args = setup(parser.parse_args())
     if args.clouds is None:
         args.clouds = 4 if args.quick else 16
     if args.points is None:
         args.points = 256 if args.quick else 1024
-    if args.nodes is None:
-        args.nodes = 10_000 if args.quick else 100_000
-    if args.edges is None:
-        args.edges = 10 * args.nodes
-    return args
+    return random_graph_sizes(args)
 
 
 def knn_record(clouds: int, points: int, dims: int, k: int,

@@ -195,6 +195,36 @@ def inference_step(layer: nn.Module, x: Tensor, edge_index: Tensor,
     return step
 
 
+def add_random_graph_arguments(parser: argparse.ArgumentParser, what: str,
+                               channels: int):
+    r"""The options of a random-graph benchmark: :obj:`--nodes`,
+    :obj:`--edges`, :obj:`--features` and :obj:`--hidden` (both
+    :obj:`channels` by default); :obj:`what` names the graph's models in
+    the help. :func:`random_graph_sizes` fills in the defaults."""
+    parser.add_argument(
+        '--nodes', type=cli.positive_int, default=None,
+        help='nodes of the random graph (default: 100000; --quick: 10000)')
+    parser.add_argument(
+        '--edges', type=cli.positive_int, default=None,
+        help='edges of the random graph (default: 10 per node)')
+    parser.add_argument(
+        '--features', type=cli.positive_int, default=channels,
+        help=f'input features of {what} (default: {channels})')
+    parser.add_argument(
+        '--hidden', type=cli.positive_int, default=channels,
+        help=f'hidden channels of {what} (default: {channels})')
+
+
+def random_graph_sizes(args: argparse.Namespace) -> argparse.Namespace:
+    r"""The default :obj:`--nodes` (100,000; 10,000 with :obj:`--quick`)
+    and :obj:`--edges` (10 per node) of :func:`add_random_graph_arguments`."""
+    if args.nodes is None:
+        args.nodes = 10_000 if args.quick else 100_000
+    if args.edges is None:
+        args.edges = 10 * args.nodes
+    return args
+
+
 def graph_adjacency(edge_index: Tensor, num_nodes: int):
     r"""The transposed adjacency PyG layers take fastest: a
     :class:`torch_sparse.SparseTensor` if installed, else a

@@ -58,6 +58,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Record,
+    add_random_graph_arguments,
     base_parser,
     cli,
     count_name,
@@ -65,6 +66,7 @@ from common import (  # noqa: E402
     finish,
     graph_adjacency,
     random_graph,
+    random_graph_sizes,
     setup,
 )
 
@@ -95,18 +97,7 @@ MIN_AGREEMENT = 0.999
 
 def parse_args():
     parser = base_parser(__doc__)
-    parser.add_argument(
-        '--nodes', type=cli.positive_int, default=None,
-        help='nodes of the random graph (default: 100000; --quick: 10000)')
-    parser.add_argument(
-        '--edges', type=cli.positive_int, default=None,
-        help='edges of the random graph (default: 10 per node)')
-    parser.add_argument(
-        '--features', type=cli.positive_int, default=128,
-        help='input features of every model (default: 128)')
-    parser.add_argument(
-        '--hidden', type=cli.positive_int, default=128,
-        help='hidden and output channels of every model (default: 128)')
+    add_random_graph_arguments(parser, 'every model', 128)
     parser.add_argument(
         '--models', nargs='+', type=cli.choice(list(MODELS)),
         default=list(MODELS), metavar='MODEL',
@@ -116,12 +107,7 @@ def parse_args():
         '--metrics', nargs='+', type=cli.choice(list(METRICS)),
         default=list(METRICS), metavar='METRIC',
         help=f'what to measure, among {", ".join(METRICS)} (default: all)')
-    args = setup(parser.parse_args())
-    if args.nodes is None:
-        args.nodes = 10_000 if args.quick else 100_000
-    if args.edges is None:
-        args.edges = 10 * args.nodes
-    return args
+    return random_graph_sizes(setup(parser.parse_args()))
 
 
 def deployed_pair(name: str, bits: int, x: Tensor, adj,
