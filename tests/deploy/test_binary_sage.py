@@ -32,21 +32,14 @@ from pyg_qgnn.quantizers.binary import pack_signs, unpack_signs
 from tests.deploy.test_binary import trained
 from tests.nn.conv.test_quant_gin_conv import FORMATS, adjacency
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled',
-    'ignore:Converting sparse tensor to CSR format',
-    "ignore:Using 'NeighborSampler' without")
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # Tiny graphs: waking threads on a busy machine costs more than they
-    # save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings(
+        'ignore:Sparse CSR tensor support is in beta state',
+        'ignore:Sparse invariant checks are implicitly disabled',
+        'ignore:Converting sparse tensor to CSR format',
+        "ignore:Using 'NeighborSampler' without"),
+    pytest.mark.usefixtures('one_thread'),
+]
 
 
 def graph(num_nodes=24, num_edges=70, channels=8, seed=0):

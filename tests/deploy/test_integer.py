@@ -49,20 +49,14 @@ from pyg_qgnn.nn.conv.quant_lg_conv import QuantLGConv
 from pyg_qgnn.quantizers import A2QQuantizer, IntegerQuantizer
 from pyg_qgnn.schemes import A2Q, QAT, DegreeQuant
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled',
-    'ignore:Converting sparse tensor to CSR format')
+pytestmark = [
+    pytest.mark.filterwarnings(
+        'ignore:Sparse CSR tensor support is in beta state',
+        'ignore:Sparse invariant checks are implicitly disabled',
+        'ignore:Converting sparse tensor to CSR format'),
+    pytest.mark.usefixtures('one_thread'),
+]
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # Tiny graphs: on a busy machine, waking threads costs far more than
-    # they save (25x slower tests with two).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 SCHEMES = {
     'qat8': QAT(8),

@@ -21,14 +21,7 @@ from pyg_qgnn.quantizers import (
 from pyg_qgnn.schemes import A2Q, QAT
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # Tiny tensors: on a busy machine, waking threads costs more than they
-    # save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def features(num_nodes, seed=0, scale=3.):

@@ -23,18 +23,11 @@ from pyg_qgnn.deploy.integer_elementwise import (
 from pyg_qgnn.schemes import A2Q, QAT, DegreeQuant
 from tests.deploy.test_integer import MODELS, graph, layer_case, trained
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state')
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # Tiny tensors: on a busy machine, waking threads costs more than they
-    # save. (test_kernels_are_independent_of_threads uses two.)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings(
+        'ignore:Sparse CSR tensor support is in beta state'),
+    pytest.mark.usefixtures('one_thread'),
+]
 
 
 @pytest.fixture

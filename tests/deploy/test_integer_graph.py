@@ -22,21 +22,14 @@ from pyg_qgnn.deploy.integer_graph import aggregate, linear, spmm, to_csr
 from pyg_qgnn.quantizers import IntegerQuantizer
 from tests.deploy.test_integer_elementwise import force_torch_paths
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
+pytestmark = [
+    pytest.mark.filterwarnings(
+        'ignore:Sparse CSR tensor support is in beta state',
+        'ignore:Sparse invariant checks are implicitly disabled'),
+    pytest.mark.usefixtures('one_thread'),
+]
 
 NUM_SOURCES, NUM_TARGETS = 25, 30
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # Tiny graphs: on a busy machine, waking threads costs more than they
-    # save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=['native', 'torch'])
