@@ -105,8 +105,8 @@ REGISTRY: List[LayerEntry] = [
     ),
 ]
 
-# GNAQ: QuantLGConv propagating the 2-bit extended encoding [E', S]
-# (features + 4 channels) of a NodeAwareQuantizer on its input.
+# GNAQ: QuantLGConv propagating the 2-bit node-aware encoding E' of a
+# NodeAwareQuantizer on its input.
 from torch_geometric.nn import LGConv  # noqa: E402
 from pyg_qgnn.nn import QuantLGConv  # noqa: E402
 from pyg_qgnn.quantizers import NodeAwareQuantizer  # noqa: E402

@@ -3,7 +3,7 @@ bytes and top-20 retrieval, each against the float LightGCN.
 
 * ``train_step``: one step (zero_grad, forward and backward of the output
   sum) of a light graph convolution over the whole training graph, d = 64:
-  :class:`QuantLGConv` propagating GNAQ's extended 2-bit encoding
+  :class:`QuantLGConv` propagating GNAQ's 2-bit node-aware encoding
   (:class:`NodeAwareQuantizer` input) against PyG's :class:`LGConv` on the
   float table, with an :obj:`edge_index` (message passing) and with the
   normalized adjacency as a CSR matrix; then a whole 3-layer training step,
@@ -66,7 +66,8 @@ def parse_args():
     parser.add_argument(
         '--root', type=cli.existing_dir, default=None,
         help='folder holding gowalla/ (default: $PYG_QGNN_DATA, else '
-        '../shared/data, else a SYNTHETIC stand-in)')
+        '../shared/data, else the LightGCN download, else a SYNTHETIC '
+        'stand-in)')
     parser.add_argument(
         '--users', type=cli.positive_int, default=None,
         help='users drawn from the data (default: 3000 with --quick, all '

@@ -50,7 +50,8 @@ def embedding_dim(text: str) -> int:
 def methods_from(args) -> list:
     methods = ['fp32', 'lsq', 'gnaq']
     if args.ablations:
-        methods += ['gnaq-no-dqs', 'gnaq-no-rau', 'gnaq-no-rank']
+        methods += ['gnaq-no-dqs', 'gnaq-no-rau', 'gnaq-no-rank',
+                    'gnaq-eq14', 'gnaq-levels']
     return methods
 
 
@@ -134,8 +135,10 @@ def build_parser():
                         'LightGNN pickles (default: gowalla)')
     parser.add_argument('--root', type=cli.existing_dir, default=None,
                         help='folder holding <dataset>/ (default: '
-                        '$PYG_QGNN_DATA, else ../shared/data, else a '
-                        'SYNTHETIC stand-in)')
+                        '$PYG_QGNN_DATA, else ../shared/data, else the '
+                        'LightGCN repository\'s download for gowalla, '
+                        'yelp2018 and amazon-book, else a SYNTHETIC '
+                        'stand-in)')
     parser.add_argument('--dim', type=embedding_dim, default=64,
                         help='embedding dimension d: 64, 128 or 256 '
                         '(default: 64)')
@@ -174,7 +177,10 @@ def build_parser():
                         help='L2 weight of fine-tuning (default: 5e-4)')
     parser.add_argument('--ablations', action='store_true',
                         help='also run GNAQ without the dynamic step, without '
-                        'the relation-aware update and without the rank loss')
+                        'the relation-aware update, without the rank loss, '
+                        'with codes from the neighbour mean alone (Eq. 14 as '
+                        'written) and with the levels appended to the scored '
+                        'encoding (Eq. 11 as written)')
     parser.add_argument('--seeds', type=cli.positive_int, default=1,
                         help='repetitions (default: 1)')
     parser.add_argument('--split-seed', type=cli.nonnegative_int, default=0,

@@ -3,7 +3,8 @@ r"""Implicit-feedback recommendation data (users × items) as one PyG graph.
 Two on-disk formats are read, found by dataset name as the other loaders
 find theirs (an explicit :obj:`root`, then :obj:`$PYG_QGNN_DATA`, then the
 project's :obj:`../shared/data`; in each, :obj:`<root>/<name>/` or
-:obj:`<root>/<name>/raw/`):
+:obj:`<root>/<name>/raw/`; without :obj:`root`, Gowalla, Yelp2018 and
+Amazon-Book are then downloaded from the LightGCN repository):
 
 * the LightGCN text format (the raw files of PyG's
   :class:`~torch_geometric.datasets.AmazonBook`): :obj:`train.txt` and
@@ -40,6 +41,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import to_torch_csr_tensor
 
+from pyg_qgnn.datasets.lightgcn_download import download_lightgcn
 from pyg_qgnn.datasets.locate import shared_data_candidates
 
 TEXT_FILES = ('train.txt', 'test.txt')
@@ -429,7 +431,7 @@ def find_recsys(name: str, root: Optional[str] = None) -> Optional[Path]:
 
 def load_recsys(name: str = 'gowalla', root: Optional[str] = None,
                 val_fraction: float = 0.1, seed: int = 0,
-                allow_synthetic: bool = True,
+                allow_download: bool = True, allow_synthetic: bool = True,
                 log: Callable[[str], None] = print) -> RecSysData:
     r"""Loads a recommendation dataset by name (see the module docstring
     for where and in which formats).
@@ -445,6 +447,11 @@ def load_recsys(name: str = 'gowalla', root: Optional[str] = None,
             moved to validation when the data has no validation split.
             (default: :obj:`0.1`)
         seed (int, optional): Seed of that split. (default: :obj:`0`)
+        allow_download (bool, optional): Without :obj:`root` or a local
+            copy, download :obj:`"gowalla"`, :obj:`"yelp2018"` or
+            :obj:`"amazon-book"` from the LightGCN repository
+            (:mod:`~pyg_qgnn.datasets.lightgcn_download`).
+            (default: :obj:`True`)
         allow_synthetic (bool, optional): Without data, return an announced
             synthetic stand-in (:func:`synthetic_interactions`) instead of
             raising. (default: :obj:`True`)
@@ -452,6 +459,12 @@ def load_recsys(name: str = 'gowalla', root: Optional[str] = None,
             (default: :obj:`print`)
     """
     folder = find_recsys(name, root)
+    if folder is None and allow_download:
+        try:
+            folder = download_lightgcn(name, log)
+        except Exception as e:  # any network failure: go on
+            log(f'[pyg_qgnn] could not download {name} '
+                f'({e.__class__.__name__}: {e})')
     if folder is None:
         if not allow_synthetic:
             raise FileNotFoundError(f'no local copy of {name}; set '

@@ -68,8 +68,8 @@ def add_arguments(parser):
     parser.add_argument('--gnaq-root', default=None, type=cli.existing_dir,
                         metavar='ROOT',
                         help='gnaq: folder holding gowalla/ (default: '
-                        '$PYG_QGNN_DATA, else ../shared/data, else a '
-                        'SYNTHETIC stand-in)')
+                        '$PYG_QGNN_DATA, else ../shared/data, else the '
+                        'LightGCN download, else a SYNTHETIC stand-in)')
     parser.add_argument('--gnaq-users', type=cli.positive_int, default=USERS,
                         metavar='N',
                         help=f'gnaq: users drawn from Gowalla (default: '

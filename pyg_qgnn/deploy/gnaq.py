@@ -38,7 +38,7 @@ from pyg_qgnn.quantizers.node_aware import LEVEL_DTYPE, NodeAwareQuantizer
 from pyg_qgnn.quantizers.packing import container_bits, pack_bits, unpack_bits
 
 FORMAT = 'pyg_qgnn.gnaq'
-VERSION = '1'
+VERSION = '2'  # 2: 'append_levels' replaced 'dynamic_step'
 PathLike = Union[str, os.PathLike]
 
 
@@ -46,7 +46,8 @@ class DeployedGNAQ(DeployedLayer):
     r"""Inference-only GNAQ recommender (see the module docstring).
 
     .. math::
-        \mathbf{H}^{(0)} = [\mathbf{S}[\mathbf{Q}], \mathbf{S}],\quad
+        \mathbf{H}^{(0)} = \mathbf{S}[\mathbf{Q}]\ \text{or}\
+        [\mathbf{S}[\mathbf{Q}], \mathbf{S}],\quad
         \mathbf{H} = \sum_{l=0}^{L} \alpha_l\,(\mathbf{D}^{-1/2}\mathbf{A}
         \mathbf{D}^{-1/2})^l\,\mathbf{H}^{(0)}
 
@@ -55,15 +56,17 @@ class DeployedGNAQ(DeployedLayer):
         embedding_dim (int): :math:`d`.
         num_layers (int): :math:`L`.
         bits (int, optional): Code width :math:`b`. (default: :obj:`2`)
-        dynamic_step (bool, optional): The levels are appended to the
-            embedding (GNAQ with DQS). (default: :obj:`True`)
+        append_levels (bool, optional): The levels are appended to the
+            propagated embedding (see
+            :class:`~pyg_qgnn.quantizers.NodeAwareQuantizer`).
+            (default: :obj:`False`)
     """
     def __init__(self, num_nodes: int, embedding_dim: int, num_layers: int,
-                 bits: int = 2, dynamic_step: bool = True):
+                 bits: int = 2, append_levels: bool = False):
         super().__init__()
         self.num_nodes, self.embedding_dim = num_nodes, embedding_dim
         self.num_layers, self.bits = num_layers, bits
-        self.dynamic_step = dynamic_step
+        self.append_levels = append_levels
         self.width = container_bits(bits)
         row_bytes = (embedding_dim * self.width + 7) // 8
         self.register_buffer('codes', torch.zeros(num_nodes, row_bytes,
@@ -96,7 +99,7 @@ class DeployedGNAQ(DeployedLayer):
                              "normalize=False that propagate the "
                              "normalized_adjacency of the training graph")
         deployed = cls(twin.num_nodes, twin.embedding_dim, twin.num_layers,
-                       quantizer.bits, quantizer.dynamic_step)
+                       quantizer.bits, quantizer.append_levels)
         deployed.codes = pack_bits(quantizer.codes.cpu(), deployed.width)
         deployed.levels = quantizer.stored_levels().detach().cpu().to(
             LEVEL_DTYPE)
@@ -152,12 +155,13 @@ class DeployedGNAQ(DeployedLayer):
         levels = self.levels.float()
         codes = unpack_bits(self.codes, self.width, self.embedding_dim)
         out = levels.gather(1, codes.long())
-        return torch.cat([out, levels], dim=1) if self.dynamic_step else out
+        return torch.cat([out, levels], dim=1) if self.append_levels \
+            else out
 
     @torch.no_grad()
     def get_embedding(self, adj: Optional[Tensor] = None) -> Tensor:
-        r"""The propagated embeddings :math:`\mathbf{H}` :math:`(N, d +
-        2^b)` over :obj:`adj` (a :obj:`torch.sparse_csr` normalized
+        r"""The propagated embeddings :math:`\mathbf{H}` :math:`(N, d)`
+        (:math:`(N, d + 2^b)` with appended levels) over :obj:`adj` (a :obj:`torch.sparse_csr` normalized
         adjacency), by default over the stored graph (computed once)."""
         if adj is None:
             if self._cache is None:
@@ -218,7 +222,7 @@ class DeployedGNAQ(DeployedLayer):
         return dict(num_nodes=self.num_nodes,
                     embedding_dim=self.embedding_dim,
                     num_layers=self.num_layers, bits=self.bits,
-                    dynamic_step=self.dynamic_step)
+                    append_levels=self.append_levels)
 
     def save(self, path: PathLike) -> int:
         r"""Writes the model to a safetensors file; returns its size in

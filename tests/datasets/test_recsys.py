@@ -119,11 +119,11 @@ def test_synthetic_stand_in_is_announced(monkeypatch):
                         lambda: [])
     monkeypatch.delenv('PYG_QGNN_DATA', raising=False)
     logged = []
-    data = load_recsys('gowalla', log=logged.append)
+    data = load_recsys('gowalla', allow_download=False, log=logged.append)
     assert data.synthetic and data.kind == 'synthetic'
     assert 'SYNTHETIC' in logged[0] and 'SYNTHETIC' in data.describe()
     with pytest.raises(FileNotFoundError):
-        load_recsys('gowalla', allow_synthetic=False)
+        load_recsys('gowalla', allow_download=False, allow_synthetic=False)
 
 
 # Pickled SciPy matrices ######################################################

@@ -14,15 +14,16 @@ pytestmark = pytest.mark.filterwarnings(
     'ignore:Sparse invariant checks are implicitly disabled')
 
 
-@pytest.fixture(scope='module')
-def trained():
+@pytest.fixture(scope='module', params=[False, True],
+                ids=['embedding', 'appended-levels'])
+def trained(request):
     r"""A GNAQ model fine-tuned for two epochs on a small synthetic set."""
     data = synthetic_interactions(num_users=60, num_items=80,
                                   items_per_user=8, num_clusters=4)
     torch.manual_seed(0)
     model = QuantLightGCN.from_float(
         lightgcn(data.num_users, data.num_items, 16, 2),
-        NodeAwareQuantizer(2))
+        NodeAwareQuantizer(2, append_levels=request.param))
     train_recommender(model, data, 2, lr=0.01, batch_size=64,
                       loss='bpr+lambda', num_negatives=4)
     return data, model.eval()

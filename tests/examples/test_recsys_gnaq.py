@@ -39,7 +39,9 @@ def test_quick_run_on_gowalla(tmp_path):
     again = run_example(SCRIPT, '--root', str(SHARED_DATA), *TINY,
                         '--pretrained', str(saved), '--ablations')
     assert again.returncode == 0, again.stderr
-    assert 'GNAQ w/o RAU' in again.stdout and 'GNAQ w/o DQS' in again.stdout
+    for label in ('GNAQ w/o RAU', 'GNAQ w/o DQS', 'GNAQ w/o rank loss',
+                  '(Eq. 14)', '(Eq. 11)'):
+        assert label in again.stdout
     # A table of another dimension is refused, naming the argument.
     assert_one_line_error(run_example(SCRIPT, '--root', str(SHARED_DATA),
                                       *TINY, '--pretrained', str(saved),

@@ -30,9 +30,13 @@ def test_forward_maps_codes_to_levels():
     out = quantizer(TABLE)
     assert out.tolist() == [[0.5, 1.5, 2.5, 3.5, 3.5],
                             [-0.75, -0.75, 0.75, 0.75, 0.25]]
-    extended = quantizer.extended(TABLE)  # Eq. 11: [E'_quant, S]
+    assert torch.equal(quantizer.extended(TABLE), out)  # E'_quant alone
+    appending = NodeAwareQuantizer(bits=2, append_levels=True)
+    extended = appending.extended(TABLE)  # Eq. 11: [E'_quant, S]
     assert extended.shape == (2, 5 + 4)
-    assert torch.equal(extended[:, 5:], quantizer.levels.data)
+    assert torch.equal(extended[:, :5], out)
+    assert torch.equal(extended[:, 5:], appending.levels.data)
+    assert appending.extra_channels == 4 and quantizer.extra_channels == 0
     assert NodeAwareQuantizer(2, dynamic_step=False).extended(TABLE).shape \
         == (2, 5)
 
@@ -59,23 +63,28 @@ def test_update_codes_follows_the_learned_levels():
     assert quantizer.codes[0].tolist() == [1, 3, 2, 0, 0]
 
 
-def test_gradients_equal_a_plain_torch_reference():
+@pytest.mark.parametrize('append_levels', [False, True])
+def test_gradients_equal_a_plain_torch_reference(append_levels):
     x = TABLE.clone().requires_grad_()
-    quantizer = NodeAwareQuantizer(bits=2)
+    quantizer = NodeAwareQuantizer(bits=2, append_levels=append_levels)
     quantizer.initialize(x)
-    weight = torch.randn(2, 9)
+    weight = torch.randn(2, 9 if append_levels else 5)
     (quantizer.extended(x) * weight).sum().backward()
 
     codes, levels = initial_levels(TABLE, 2)
     ref_levels = levels.to(LEVEL_DTYPE).float().requires_grad_()
     ref_x = TABLE.clone().requires_grad_()
     straight = ref_x - ref_x.detach()  # zero, with the identity gradient
-    ref = torch.cat([ref_levels.gather(1, codes.long()) + straight,
-                     ref_levels], dim=1)
+    ref = ref_levels.gather(1, codes.long()) + straight
+    if append_levels:
+        ref = torch.cat([ref, ref_levels], dim=1)
     (ref * weight).sum().backward()
     assert torch.equal(quantizer.extended(x).detach(), ref.detach())
+    # The levels learn through the entries that read them (and their own
+    # channels when appended); the float table straight through.
     assert torch.allclose(quantizer.levels.grad, ref_levels.grad)
-    assert torch.allclose(x.grad, ref_x.grad)  # straight through
+    assert quantizer.levels.grad.abs().sum() > 0
+    assert torch.allclose(x.grad, ref_x.grad)
 
 
 def test_levels_are_stored_in_fp8():
@@ -118,6 +127,11 @@ def test_state_dict_round_trip():
 def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="'bits'"):
         NodeAwareQuantizer(bits=9)
+    for weight in (0, 1.5, True, '0.5'):
+        with pytest.raises(ValueError, match="'relation_weight' must be"):
+            NodeAwareQuantizer(relation_weight=weight)
+    with pytest.raises(ValueError, match="'append_levels=True' needs"):
+        NodeAwareQuantizer(dynamic_step=False, append_levels=True)
     quantizer = NodeAwareQuantizer()
     with pytest.raises(TypeError, match="'x' must be a floating-point"):
         quantizer(torch.ones(2, 3, dtype=torch.long))

@@ -53,9 +53,10 @@ class QuantLGConv(QuantLayer, LGConv):
 
     With a :class:`~pyg_qgnn.quantizers.NodeAwareQuantizer` as
     :math:`Q_{in}` (the input is then the float embedding table, one row per
-    node) the layer propagates GNAQ's extended encoding
-    :math:`[\hat{\mathbf{E}}, \mathbf{S}]` (Eq. 11-12), so its output has
-    :math:`d + 2^b` channels with the dynamic step; any other
+    node) the layer propagates GNAQ's encoding :math:`\hat{\mathbf{E}}`, or
+    :math:`[\hat{\mathbf{E}}, \mathbf{S}]` (Eq. 11-12) with
+    :obj:`append_levels`, when its output has :math:`d + 2^b` channels; any
+    other
     :class:`~pyg_qgnn.quantizers.Quantizer` (e.g. an
     :class:`~pyg_qgnn.quantizers.IntegerQuantizer`) acts elementwise. With
     no quantizer the layer equals :class:`~torch_geometric.nn.conv.LGConv`
@@ -86,6 +87,7 @@ class QuantLGConv(QuantLayer, LGConv):
           edge weights :math:`(|\mathcal{E}|)` *(optional)*
         - **output:** node features :math:`(|\mathcal{V}|, F)`, or
           :math:`(|\mathcal{V}|, F + 2^b)` with a node-aware :math:`Q_{in}`
+          appending its levels
     """
     quant_points = ('input', 'message', 'aggregate', 'output')
 

@@ -66,12 +66,14 @@ class QuantLightGCN(LightGCN):
         \mathbf{H}^{(l)}
 
     With a :class:`~pyg_qgnn.quantizers.NodeAwareQuantizer` this is GNAQ:
-    :math:`Q(\mathbf{E})` is the extended encoding
-    :math:`[\hat{\mathbf{E}}, \mathbf{S}]` (Eq. 11-13, scores are dot
-    products of the propagated extended encodings), and
-    :meth:`after_step` re-assigns the codes after every optimizer step,
-    from each node's neighbour mean (RAU, Eq. 14) or its own float
-    encoding. With an :class:`~pyg_qgnn.quantizers.IntegerQuantizer` of
+    :math:`Q(\mathbf{E})` is the node-aware quantized table
+    :math:`\hat{\mathbf{E}}` (or the extended encoding
+    :math:`[\hat{\mathbf{E}}, \mathbf{S}]` of Eq. 11 with
+    :obj:`append_levels`; scores are dot products of the propagated
+    encodings, Eq. 12-13), and :meth:`after_step` re-assigns the codes
+    after every optimizer step, from each node's float encoding blended
+    with its neighbours' mean by the relation-aware update (RAU, Eq. 14).
+    With an :class:`~pyg_qgnn.quantizers.IntegerQuantizer` of
     :obj:`granularity="node"` it is the plain per-node uniform baseline
     (LSQ with :obj:`grad="lsq"`). Without a quantizer it equals
     :class:`LightGCN`, with the same state-dict keys plus the quantizer's.
@@ -150,14 +152,17 @@ class QuantLightGCN(LightGCN):
     def after_step(self, adj: Adj):
         r"""GNAQ's code update after an optimizer step (a no-op for other
         quantizers): codes are re-assigned under the boundaries of the
-        updated levels to the neighbour mean of the float encodings (RAU)
-        or to each node's own."""
+        updated levels to each node's float encoding, with RAU blended with
+        its neighbours' mean, :math:`(1 - \mu)\mathbf{e}_i + \mu\,
+        \mathrm{mean}_{j \in \mathcal{N}_i} \mathbf{e}_j` (Eq. 14 at
+        :math:`\mu = 1`)."""
         quantizer = self.embedding_quantizer
         if not isinstance(quantizer, NodeAwareQuantizer):
             return
         source = self.embedding.weight
         if quantizer.relation_aware:
-            source = neighbour_mean(source, adj)
+            weight = quantizer.relation_weight
+            source = torch.lerp(source, neighbour_mean(source, adj), weight)
         quantizer.update_codes_(source)
 
     def __repr__(self) -> str:

@@ -68,24 +68,28 @@ def test_sparse_propagate_gradient():
     assert torch.allclose(x.grad, dense_x.grad, atol=1e-6)
 
 
-def test_node_aware_input_equals_the_papers_equation():
+@pytest.mark.parametrize('append_levels', [False, True])
+def test_node_aware_input_equals_the_papers_equation(append_levels):
     x, edge_index = graph()
-    conv = QuantLGConv(input_quantizer=NodeAwareQuantizer(bits=2))
+    conv = QuantLGConv(input_quantizer=NodeAwareQuantizer(
+        bits=2, append_levels=append_levels))
     table = x.clone().requires_grad_()
     out = conv(table, edge_index)
     weight = torch.randn_like(out)
     (out * weight).sum().backward()
 
-    # Eq. 9-12: H1 = D^-1/2 X D^-1/2 [S[Q], S], levels read in FP8.
+    # Eq. 9-12: H1 = D^-1/2 X D^-1/2 S[Q] (or [S[Q], S]), levels in FP8.
     quantizer = conv.input_quantizer
     levels = quantizer.levels.detach().to(torch.float8_e4m3fn).float()
     levels.requires_grad_()
     ref_table = x.clone().requires_grad_()
-    h0 = torch.cat([levels.gather(1, quantizer.codes.long()) +
-                    (ref_table - ref_table.detach()), levels], dim=1)
+    h0 = levels.gather(1, quantizer.codes.long()) + \
+        (ref_table - ref_table.detach())
+    if append_levels:
+        h0 = torch.cat([h0, levels], dim=1)
     ref = dense_lg_adjacency(edge_index, x.size(0)) @ h0
     (ref * weight).sum().backward()
-    assert out.shape == (x.size(0), x.size(1) + 4)
+    assert out.shape == (x.size(0), x.size(1) + 4 * append_levels)
     assert torch.allclose(out, ref, atol=1e-6)
     assert torch.allclose(quantizer.levels.grad, levels.grad, atol=1e-6)
     assert torch.allclose(table.grad, ref_table.grad, atol=1e-6)

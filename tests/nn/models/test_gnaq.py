@@ -38,9 +38,11 @@ def test_without_quantizer_equals_lightgcn():
                           model.embedding.weight.grad, atol=1e-6)
 
 
-def test_gnaq_embedding_equals_eq_13():
+@pytest.mark.parametrize('append_levels', [False, True])
+def test_gnaq_embedding_equals_eq_13(append_levels):
     model = float_model()
-    twin = QuantLightGCN.from_float(model, NodeAwareQuantizer(2))
+    twin = QuantLightGCN.from_float(model, NodeAwareQuantizer(
+        2, append_levels=append_levels))
     out = twin.get_embedding(EDGE_INDEX)
     weight = torch.randn_like(out)
     (out * weight).sum().backward()
@@ -48,12 +50,14 @@ def test_gnaq_embedding_equals_eq_13():
     quantizer = twin.embedding_quantizer
     levels = quantizer.levels.detach().to(torch.float8_e4m3fn).float()
     levels.requires_grad_()
-    h = torch.cat([levels.gather(1, quantizer.codes.long()), levels], dim=1)
+    h = levels.gather(1, quantizer.codes.long())
+    if append_levels:
+        h = torch.cat([h, levels], dim=1)
     adj = dense_lg_adjacency(EDGE_INDEX, 5)
     layers = [h, adj @ h, adj @ adj @ h]
     ref = sum(layers) / 3  # Eq. 13: the mean over layers 0..L
     (ref * weight).sum().backward()
-    assert out.shape == (5, 6 + 4)
+    assert out.shape == (5, 6 + 4 * append_levels)
     assert torch.allclose(out, ref, atol=1e-6)
     assert torch.allclose(quantizer.levels.grad, levels.grad, atol=1e-6)
 
@@ -70,8 +74,9 @@ def test_neighbour_mean_by_hand():
         neighbour_mean(x, torch.rand(3, 3))
 
 
-@pytest.mark.parametrize('relation_aware', [True, False])
-def test_after_step_reassigns_codes(relation_aware):
+@pytest.mark.parametrize('relation_aware,relation_weight',
+                         [(True, 1.0), (True, 0.5), (False, 0.25)])
+def test_after_step_reassigns_codes(relation_aware, relation_weight):
     model = float_model(dim=4)
     with torch.no_grad():
         model.embedding.weight.copy_(torch.tensor([
@@ -81,16 +86,20 @@ def test_after_step_reassigns_codes(relation_aware):
             [4.0, 0.0, 4.0, 0.0],     # item 3
             [4.0, 4.0, 0.0, 0.0]]))   # item 4
     twin = QuantLightGCN.from_float(model, NodeAwareQuantizer(
-        2, relation_aware=relation_aware))
+        2, relation_aware=relation_aware, relation_weight=relation_weight))
     quantizer = twin.embedding_quantizer
     # Every row spans [0, 4]: levels 0.5, 1.5, 2.5, 3.5, boundaries 1, 2, 3.
     assert quantizer.codes[0].tolist() == [0, 1, 2, 3]
     twin.after_step(EDGE_INDEX)
-    if relation_aware:
+    if relation_aware and relation_weight == 1.0:
         # Eq. 14: user 0 takes the mean of items 2 and 3, [2, 0, 4, 2];
         # item 3 the mean of users 0 and 1, [2, 1.5, 1.5, 2].
         assert quantizer.codes[0].tolist() == [2, 0, 3, 2]
         assert quantizer.codes[3].tolist() == [2, 1, 1, 2]
+    elif relation_aware:
+        # Half own, half the means: [1, 0.5, 3, 3] and [3, 0.75, 2.75, 1].
+        assert quantizer.codes[0].tolist() == [1, 0, 3, 3]
+        assert quantizer.codes[3].tolist() == [3, 0, 2, 1]
     else:  # each node's own encoding: the codes it had
         assert quantizer.codes[0].tolist() == [0, 1, 2, 3]
         assert quantizer.codes[3].tolist() == [3, 0, 3, 0]
