@@ -44,6 +44,21 @@ class UserItems:
                              f"out of range for {num_users} users")
         self.rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
+    @classmethod
+    def from_rows(cls, counts: Tensor, items: Tensor) -> 'UserItems':
+        r"""From items already grouped by user: :obj:`counts` :math:`(U)`
+        items per user and :obj:`items` :math:`(\sum_u c_u)`, user 0's
+        first (nothing to sort)."""
+        if counts.dim() != 1 or items.dim() != 1 or \
+                int(counts.sum()) != items.numel():
+            raise ValueError(f"'counts' must sum to the length of 'items' "
+                             f"({items.numel()}) (got {int(counts.sum())})")
+        out = cls.__new__(cls)
+        counts = counts.long()
+        out.items = items.long()
+        out.rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return out
+
     def rows(self, users: Tensor) -> Tuple[Tensor, Tensor]:
         r"""For users :obj:`users` :math:`(B)`: the batch row of each of
         their items and the items, both :math:`(\sum_b |S_b|)`."""

@@ -85,3 +85,15 @@ def test_user_items_rows():
     assert row.tolist() == [0, 0, 2] and item.tolist() == [5, 7, 6]
     with pytest.raises(ValueError, match='out of range'):
         UserItems(torch.tensor([[5], [0]]), 3)
+
+
+def test_user_items_from_grouped_rows_equal_the_pairs_form():
+    pairs = torch.tensor([[0, 0, 2, 3], [6, 5, 7, 8]])  # grouped by user
+    grouped = UserItems.from_rows(torch.tensor([2, 0, 1, 1]), pairs[1])
+    reference = UserItems(pairs, 4)
+    assert torch.equal(grouped.rowptr, reference.rowptr)
+    users = torch.tensor([3, 0, 1, 2])
+    for got, want in zip(grouped.rows(users), reference.rows(users)):
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="'counts' must sum"):
+        UserItems.from_rows(torch.tensor([1, 1]), torch.tensor([4]))

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from pyg_qgnn.datasets.recsys import normalized_adjacency
 from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
-from pyg_qgnn.metrics import top_k
+from pyg_qgnn.metrics import UserItems, top_k
 from pyg_qgnn.nn.conv.quant_lg_conv import sparse_propagate
 from pyg_qgnn.nn.models.gnaq import QuantLightGCN
 from pyg_qgnn.quantizers.node_aware import LEVEL_DTYPE, NodeAwareQuantizer
@@ -77,7 +77,8 @@ class DeployedGNAQ(DeployedLayer):
         # The serving graph: items of each user, users in id order.
         self.register_buffer('user_counts', torch.empty(0, dtype=torch.int32))
         self.register_buffer('user_items', torch.empty(0, dtype=torch.int32))
-        self._cache = None  # (adjacency, propagated embeddings)
+        self._cache = None  # the propagated embeddings
+        self._seen = None  # the stored graph as UserItems, for top-K
 
     @classmethod
     @torch.no_grad()
@@ -128,7 +129,7 @@ class DeployedGNAQ(DeployedLayer):
         self.user_counts = torch.bincount(
             pairs[0], minlength=num_users).to(torch.int32)
         self.user_items = pairs[1].to(torch.int32)
-        self._cache = None
+        self._cache = self._seen = None
 
     @property
     def num_users(self) -> int:
@@ -205,7 +206,12 @@ class DeployedGNAQ(DeployedLayer):
                               int(users.max()) >= self.num_users):
             raise ValueError(f"'users' must be ids in 0..{self.num_users - 1}")
         out = self.get_embedding()
-        exclude = self.interactions() if exclude_seen else None
+        exclude = None
+        if exclude_seen:
+            if self._seen is None:
+                self._seen = UserItems.from_rows(self.user_counts,
+                                                 self.user_items)
+            exclude = self._seen
         return top_k(out[:self.num_users], out[self.num_users:], k, users,
                      exclude)
 

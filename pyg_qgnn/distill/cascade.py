@@ -38,6 +38,7 @@ from pyg_qgnn.quantizers.binary import (
     register_latent_weight_clipping,
     set_binarization_stage,
 )
+from pyg_qgnn.selection import Selection
 
 SCHEDULES = ('multistep', 'step')
 
@@ -197,7 +198,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader,
     clipping = register_latent_weight_clipping(optimizer, student)
     scheduler = config.scheduler(optimizer)
     result = StageResult(stage, student)
-    best_acc, best_state = -1.0, None
+    selection = Selection()
     try:
         for epoch in range(config.epochs):
             metrics = _train_epoch(student, teacher, train_loader, optimizer,
@@ -207,16 +208,13 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader,
             if val_loader is not None:
                 metrics['val_acc'] = accuracy(student, val_loader, forward,
                                               device)
-                if metrics['val_acc'] > best_acc:
-                    best_acc = metrics['val_acc']
-                    best_state = copy.deepcopy(student.state_dict())
+                selection.offer(student, metrics['val_acc'], epoch)
             result.history.append(metrics)
             if callback is not None:
                 callback(stage, epoch, metrics)
     finally:
         clipping.remove()
-    if best_state is not None:
-        student.load_state_dict(best_state)
+    selection.restore(student)
     return result
 
 

@@ -16,6 +16,7 @@ from torch_geometric.transforms import NormalizeFeatures, RandomLinkSplit
 from torch_geometric.utils import degree
 
 from pyg_qgnn.nn.models.gnn_classifiers import GraphClassifier
+from pyg_qgnn.selection import Selection
 from pyg_qgnn.train import (
     evaluate_nodes,
     stratified_folds,
@@ -23,7 +24,7 @@ from pyg_qgnn.train import (
     train_node_classifier,
 )
 from pyg_qgnn.train.graph import accuracy
-from pyg_qgnn.train.node import Penalty, Selection, make_optimizer
+from pyg_qgnn.train.node import Penalty, make_optimizer
 
 #: The study's task names and the datasets each runs on.
 TASKS = {'node': ('Cora', ), 'link': ('Cora', ), 'graph': ('PROTEINS', 'BBBP')}
@@ -224,7 +225,7 @@ class LinkTask(Task):
             loss.backward()
             optimizer.step()
             selection.offer(model, self._score(model, val), epoch)
-        model.load_state_dict(selection.state)
+        selection.restore(model)
         return self._score(model, test)
 
     def evaluate(self, model, run):

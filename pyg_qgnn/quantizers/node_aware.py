@@ -282,8 +282,8 @@ class NodeAwareQuantizer(Quantizer):
 
     def extra_repr(self) -> str:
         nodes = f', nodes={self.levels.size(0)}' if self.initialized else ''
-        rau = f' (mu={self.relation_weight:g})' if self.relation_aware else ''
+        rau = f', relation_weight={self.relation_weight:g}' \
+            if self.relation_aware else ''
         return (f'bits={self.bits}, dynamic_step={self.dynamic_step}, '
-                f'relation_aware={self.relation_aware}'
-                f'{rau}, '
+                f'relation_aware={self.relation_aware}{rau}, '
                 f'append_levels={self.append_levels}{nodes}')

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.loader import DataLoader
 
-from pyg_qgnn.train.node import (Admissible, Penalty, Selection,
-                                  make_optimizer)
+from pyg_qgnn.selection import Admissible, Selection
+from pyg_qgnn.train.node import Penalty, make_optimizer
 from pyg_qgnn.train.results import Summary, summarize
 
 Fold = Tuple[Tensor, Tensor, Tensor]  # train, validation, test indices
@@ -115,7 +115,7 @@ def train_graph_classifier(model: nn.Module, dataset, fold: Fold,
         val = accuracy(model, val_loader)
         curve.append((epoch, total / len(train_idx), val))
         selection.offer(model, val, epoch)
-    model.load_state_dict(selection.state)
+    selection.restore(model)
     return (selection.score, accuracy(model, test_loader), selection.epoch,
             curve)
 

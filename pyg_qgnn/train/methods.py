@@ -7,7 +7,8 @@ from typing import Optional
 from torch import nn
 
 from pyg_qgnn.quantize import A2Q, QAT, DegreeQuant, QuantScheme
-from pyg_qgnn.train.node import Admissible, Penalty
+from pyg_qgnn.selection import Admissible
+from pyg_qgnn.train.node import Penalty
 
 METHODS = ('fp32', 'qat', 'dq', 'a2q')
 LABELS = {'fp32': 'FP32', 'qat': 'QAT', 'dq': 'DQ', 'a2q': 'A²Q'}

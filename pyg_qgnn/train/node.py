@@ -1,6 +1,5 @@
 r"""Full-batch node classification (Planetoid-style masks), with optional
 logit matching from a teacher."""
-import copy
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
@@ -15,36 +14,10 @@ from pyg_qgnn.distill.logits import (
     distillation_loss,
 )
 from pyg_qgnn.quantizers import Quantizer, register_latent_weight_clipping
+from pyg_qgnn.selection import Admissible, Selection
 
 #: ``penalty(model) -> scalar`` added to the loss (e.g. A²Q's memory term).
 Penalty = Callable[[nn.Module], Tensor]
-#: ``admissible(model) -> bool`` after an evaluation pass: may this epoch be
-#: selected? (e.g. A²Q's average bit width within its budget)
-Admissible = Callable[[nn.Module], bool]
-
-
-class Selection:
-    r"""Keeps the state of the epoch with the best validation accuracy (the
-    first on ties) among the admissible ones; when no epoch is admissible,
-    among all of them."""
-    def __init__(self, admissible: Optional[Admissible] = None):
-        self.admissible = admissible
-        self.found_admissible = False
-        self.score, self.epoch, self.state = -1.0, 0, None
-
-    def offer(self, model: nn.Module, score: float, epoch: int) -> bool:
-        r"""Considers :obj:`model` (just evaluated) at :obj:`epoch`;
-        :obj:`True` if it is now the selected one."""
-        ok = self.admissible is None or bool(self.admissible(model))
-        if not ok and self.found_admissible:
-            return False
-        if ok and not self.found_admissible:  # it replaces any earlier one
-            self.found_admissible, self.score = True, -1.0
-        if score <= self.score:
-            return False
-        self.score, self.epoch = score, epoch
-        self.state = copy.deepcopy(model.state_dict())
-        return True
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
@@ -160,5 +133,5 @@ def train_node_classifier(model: nn.Module, data: Data, epochs: int,
                 best.val_acc, best.test_acc, best.epoch = val, test, epoch
     finally:
         clipping.remove()
-    model.load_state_dict(selection.state)
+    selection.restore(model)
     return best

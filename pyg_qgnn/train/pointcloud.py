@@ -39,7 +39,7 @@ from pyg_qgnn.distill.cascade import (
 from pyg_qgnn.nn.models import DGCNN, BinaryDGCNN
 from pyg_qgnn.quantizers import register_latent_weight_clipping, \
     set_binarization_stage
-from pyg_qgnn.train.node import Selection
+from pyg_qgnn.selection import Selection
 from pyg_qgnn.train.results import markdown_table, seed_everything, summarize
 
 VARIANTS = ('float', 'rf', 'bf1', 'bf2')
@@ -195,8 +195,7 @@ def train_point_classifier(model: nn.Module, train_loader, config: StageConfig,
                 callback(epoch, metrics)
     finally:
         clipping.remove()
-    if selection.state is not None:
-        model.load_state_dict(selection.state)
+    selection.restore(model)
     return result
 
 

@@ -31,7 +31,7 @@ from pyg_qgnn.quantizers import IntegerQuantizer
 from pyg_qgnn.quantizers.functional import check_bits
 from pyg_qgnn.quantizers.node_aware import NodeAwareQuantizer
 from pyg_qgnn.quantizers.packing import container_bits
-from pyg_qgnn.train.node import Selection
+from pyg_qgnn.selection import Selection
 from pyg_qgnn.train.results import markdown_table, seed_everything, summarize
 
 LOSSES = ('bpr', 'bpr+lambda')
@@ -344,7 +344,7 @@ def train_recommender(model: nn.Module, data: RecSysData, epochs: int,
                 break
         if out_of_time:
             break
-    model.load_state_dict(selection.state)
+    selection.restore(model)
     test = evaluate_recommender(model, data, 'test', ks, adj)
     return RecResult(best_val, test, selection.epoch, epoch, seconds,
                      history)

@@ -26,9 +26,10 @@ from pyg_qgnn.distill.logits import (
     distillation_loss,
 )
 from pyg_qgnn.quantizers import register_latent_weight_clipping
+from pyg_qgnn.selection import Selection
 from pyg_qgnn.train import distributed
 from pyg_qgnn.train.distributed import DistributedContext
-from pyg_qgnn.train.node import Selection, make_optimizer
+from pyg_qgnn.train.node import make_optimizer
 
 #: ``callback(event)`` after every step (``event['phase'] == 'step'``:
 #: epoch, step, steps, loss) and every epoch (``'epoch'``: epoch, loss,
@@ -253,6 +254,6 @@ def train_sampled(model: nn.Module, data: Data, train_idx: Tensor,
                 callback(dict(metrics, phase='epoch'))
     finally:
         clipping.remove()
-    own.load_state_dict(selection.state)
+    selection.restore(own)
     result.seconds = time.perf_counter() - start
     return result

@@ -5,9 +5,6 @@ import pytest
 from pyg_qgnn.__main__ import main
 from tests.conftest import SHARED_DATA, has_shared
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
 
 TINY = ['demo', '--only', 'gnaq', '--gnaq-users', '300', '--gnaq-epochs',
         '5', '--gnaq-finetune-epochs', '1', '--seeds', '1', '--no-progress']

@@ -33,11 +33,7 @@ from tests.deploy.test_binary import trained
 from tests.nn.conv.test_quant_gin_conv import FORMATS, adjacency
 
 pytestmark = [
-    pytest.mark.filterwarnings(
-        'ignore:Sparse CSR tensor support is in beta state',
-        'ignore:Sparse invariant checks are implicitly disabled',
-        'ignore:Converting sparse tensor to CSR format',
-        "ignore:Using 'NeighborSampler' without"),
+    pytest.mark.filterwarnings("ignore:Using 'NeighborSampler' without"),
     pytest.mark.usefixtures('one_thread'),
 ]
 

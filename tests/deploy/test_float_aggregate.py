@@ -10,14 +10,8 @@ from pyg_qgnn.deploy.integer_graph import to_csr
 from tests.deploy.test_binary import trained
 from tests.nn.conv.test_quant_gin_conv import FORMATS, adjacency
 
-pytestmark = [
-    pytest.mark.skipif(not float_aggregate.available(),
-                       reason='no C compiler'),
-    pytest.mark.filterwarnings(
-        'ignore:Sparse CSR tensor support is in beta state',
-        'ignore:Sparse invariant checks are implicitly disabled',
-        'ignore:Converting sparse tensor to CSR format'),
-]
+pytestmark = pytest.mark.skipif(not float_aggregate.available(),
+                                reason='no C compiler')
 
 
 def graph(num_nodes=400, num_edges=12000, channels=40, seed=0):

@@ -9,10 +9,6 @@ from pyg_qgnn.nn.models import QuantLightGCN
 from pyg_qgnn.quantizers import IntegerQuantizer, NodeAwareQuantizer
 from pyg_qgnn.train.recsys import lightgcn, train_recommender
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
-
 
 @pytest.fixture(scope='module', params=[False, True],
                 ids=['embedding', 'appended-levels'])

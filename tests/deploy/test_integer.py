@@ -49,13 +49,7 @@ from pyg_qgnn.nn.conv.quant_lg_conv import QuantLGConv
 from pyg_qgnn.quantizers import A2QQuantizer, IntegerQuantizer
 from pyg_qgnn.schemes import A2Q, QAT, DegreeQuant
 
-pytestmark = [
-    pytest.mark.filterwarnings(
-        'ignore:Sparse CSR tensor support is in beta state',
-        'ignore:Sparse invariant checks are implicitly disabled',
-        'ignore:Converting sparse tensor to CSR format'),
-    pytest.mark.usefixtures('one_thread'),
-]
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 SCHEMES = {

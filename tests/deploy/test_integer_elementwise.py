@@ -23,11 +23,7 @@ from pyg_qgnn.deploy.integer_elementwise import (
 from pyg_qgnn.schemes import A2Q, QAT, DegreeQuant
 from tests.deploy.test_integer import MODELS, graph, layer_case, trained
 
-pytestmark = [
-    pytest.mark.filterwarnings(
-        'ignore:Sparse CSR tensor support is in beta state'),
-    pytest.mark.usefixtures('one_thread'),
-]
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture

@@ -22,12 +22,7 @@ from pyg_qgnn.deploy.integer_graph import aggregate, linear, spmm, to_csr
 from pyg_qgnn.quantizers import IntegerQuantizer
 from tests.deploy.test_integer_elementwise import force_torch_paths
 
-pytestmark = [
-    pytest.mark.filterwarnings(
-        'ignore:Sparse CSR tensor support is in beta state',
-        'ignore:Sparse invariant checks are implicitly disabled'),
-    pytest.mark.usefixtures('one_thread'),
-]
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 NUM_SOURCES, NUM_TARGETS = 25, 30
 

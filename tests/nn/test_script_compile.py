@@ -36,9 +36,6 @@ from tests.nn.conv.test_quant_gin_conv import (
 )
 
 pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled',
-    'ignore:Converting sparse tensor to CSR format',
     'ignore:.*TorchScript.*:DeprecationWarning')
 
 BACKEND = os.environ.get('PYG_QGNN_COMPILE_BACKEND', 'aot_eager')

@@ -24,9 +24,6 @@ from pyg_qgnn.quantizers import (
 from pyg_qgnn.transforms import DegreeQuantMask
 from pyg_qgnn.transforms import degree_quant_mask
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
 
 OBSERVER_CLASSES = {'abs': MinMaxObserver, 'mom': MomentumObserver,
                     'per': PercentileObserver}

@@ -69,24 +69,6 @@ def test_rejects_nonpositive_epochs():
         train_node_classifier(torch.nn.Linear(1, 1), two_community_graph(), 0)
 
 
-def test_selection_keeps_to_admissible_epochs():
-    from pyg_qgnn.train.node import Selection
-
-    model = torch.nn.Linear(2, 2)
-    selection = Selection(admissible=lambda m: bool(m.bias[0] > 0))
-    offers = [(-1.0, 0.9), (1.0, 0.5), (-1.0, 0.95), (2.0, 0.6), (3.0, 0.6)]
-    chosen = []
-    for epoch, (bias, score) in enumerate(offers, 1):
-        with torch.no_grad():
-            model.bias.fill_(bias)
-        chosen.append(selection.offer(model, score, epoch))
-    # Epoch 1 is best until an admissible one appears; inadmissible epochs
-    # never win afterwards, however good; ties keep the first.
-    assert chosen == [True, True, False, True, False]
-    assert (selection.epoch, selection.score) == (4, 0.6)
-    assert float(selection.state['bias'][0]) == 2.0
-
-
 def test_without_admissible_epochs_selection_uses_all():
     data = two_community_graph()
     torch.manual_seed(0)

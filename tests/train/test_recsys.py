@@ -19,10 +19,6 @@ from pyg_qgnn.train.recsys import (
     train_recommender,
 )
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
-
 
 @pytest.fixture(scope='module')
 def data():

@@ -19,10 +19,6 @@ from pyg_qgnn.transforms import (
 )
 from tests.conftest import SHARED_DATA, has_shared
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
-
 
 def small_graph(num_nodes=6, seed=0, integer=True):
     gen = torch.Generator().manual_seed(seed)

@@ -23,12 +23,6 @@ from tests.nn.conv.test_quant_gin_conv import (
     forward_backward,
 )
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled',
-    'ignore:Converting sparse tensor to CSR format')
-
-
 def randomize(conv, seed=0):
     r"""Every parameter away from its initial value (rescaling, batch norm
     and PReLU slope included)."""

@@ -16,10 +16,6 @@ from tests.nn.conv.test_quant_gin_conv import (
     forward_backward,
 )
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
-
 
 def quantizers(bits=8, attention=True, message=True, output=True):
     out = dict(input_quantizer=IntegerQuantizer(bits),

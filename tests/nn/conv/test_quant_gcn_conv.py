@@ -9,10 +9,6 @@ from torch_geometric.utils import to_torch_csr_tensor
 import pyg_qgnn
 from pyg_qgnn import IntegerQuantizer, QuantGCNConv, QuantLinear
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
-
 
 def graph(num_nodes=8, num_edges=20, channels=6, seed=0):
     r"""A random directed graph without self-loops or duplicate edges."""

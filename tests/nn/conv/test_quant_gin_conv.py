@@ -15,11 +15,6 @@ import pyg_qgnn
 from pyg_qgnn import IntegerQuantizer, QuantGINConv, QuantLinear
 from tests.nn.conv.test_quant_gcn_conv import calibrated, fq, graph
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled',
-    'ignore:Converting sparse tensor to CSR format')
-
 #: Adjacency formats every twin must handle like its parent.
 FORMATS = ['edge_index', 'csr', 'coo'] + (['sparse_tensor']
                                           if WITH_TORCH_SPARSE else [])

@@ -9,10 +9,6 @@ from pyg_qgnn.nn.conv.quant_lg_conv import sparse_propagate
 from pyg_qgnn.quantizers import NodeAwareQuantizer
 from tests.nn.conv.test_quant_gcn_conv import graph
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
-
 
 def dense_lg_adjacency(edge_index, num_nodes, edge_weight=None):
     r"""D^{-1/2} A D^{-1/2} with A[i, j] = e_ji for an edge j -> i and the

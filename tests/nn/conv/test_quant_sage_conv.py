@@ -19,12 +19,6 @@ from tests.nn.conv.test_quant_gin_conv import (
     sum_graph,
 )
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled',
-    'ignore:Converting sparse tensor to CSR format')
-
-
 def quantizers(bits=8, message=True, output=True):
     out = dict(input_quantizer=IntegerQuantizer(bits),
                weight_quantizer=IntegerQuantizer(bits, symmetric=bits >= 2,

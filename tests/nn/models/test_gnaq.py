@@ -9,9 +9,6 @@ from pyg_qgnn.nn.models.gnaq import neighbour_mean
 from pyg_qgnn.quantizers import NodeAwareQuantizer
 from tests.nn.conv.test_quant_lg_conv import dense_lg_adjacency
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:Sparse CSR tensor support is in beta state',
-    'ignore:Sparse invariant checks are implicitly disabled')
 
 # A user-item graph: users 0, 1; items 2, 3, 4; both directions.
 PAIRS = [(0, 2), (0, 3), (1, 3), (1, 4)]
