@@ -371,8 +371,7 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         if self.output_thresholds is None:
             return self.finish(popcount_matmul(h, blocks, self.h_channels,
                                                self.out_channels))
-        thresholds = _comparable(self.output_thresholds,
-                                 torch.empty(0, dtype=torch.int32))
+        thresholds = _comparable(self.output_thresholds, torch.int32)
         return popcount_matmul(h, blocks, self.h_channels, self.out_channels,
                                thresholds, self.output_flips)
 
@@ -471,7 +470,8 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         start = 0
         for part in parts:
             stop = start + part.size(-1)
-            torch.ge(part, _comparable(self.thresholds[start:stop], part),
+            torch.ge(part, _comparable(self.thresholds[start:stop],
+                                       part.dtype),
                      out=positive[:, start:stop])
             start = stop
         return positive.view(torch.int8).mul_(2).sub_(1)
@@ -488,7 +488,7 @@ class DeployedBinSAGEConv(DeployedLayer, MessagePassing):
         r"""Eq. 15 after the product, as the trained layer computes it; the
         output sign as packed bits."""
         if self.output_thresholds is not None:
-            thresholds = _comparable(self.output_thresholds, product)
+            thresholds = _comparable(self.output_thresholds, product.dtype)
             if product.dtype == torch.float32 and \
                     product.device.type == 'cpu' and \
                     backend().packed_bits == 'native':
@@ -558,17 +558,18 @@ def _real(x: Tensor) -> Tensor:
     return x if x.is_floating_point() else x.to(torch.float32)
 
 
-def _comparable(thresholds: Tensor, x: Tensor) -> Tensor:
-    r""":obj:`thresholds` :math:`u` for :obj:`x >= u`: as they are for
-    float :obj:`x`; for integer :obj:`x` (codes, sums, products; all below
-    :math:`2^{24}` in magnitude) the integers :math:`\lceil u \rceil`,
-    which compare alike and spare converting :obj:`x`."""
-    if x.is_floating_point():
+def _comparable(thresholds: Tensor, dtype: torch.dtype) -> Tensor:
+    r""":obj:`thresholds` :math:`u` for :obj:`x >= u` with :obj:`x` of
+    :obj:`dtype`: as they are for float :obj:`x`; for integer :obj:`x`
+    (codes, sums, products; all below :math:`2^{24}` in magnitude) the
+    integers :math:`\lceil u \rceil`, which compare alike and spare
+    converting :obj:`x`."""
+    if dtype.is_floating_point:
         return thresholds
     # Beyond any x (codes are +-1, sums and products below 2^24): +-inf
     # thresholds stay out of reach.
-    bound = float(min(1 << 25, torch.iinfo(x.dtype).max))
-    return thresholds.ceil().clamp(-bound, bound).to(x.dtype)
+    bound = float(min(1 << 25, torch.iinfo(dtype).max))
+    return thresholds.ceil().clamp(-bound, bound).to(dtype)
 
 
 def _fold_input(twin: BinSAGEConv, input_sign: Optional[Binarize]
