@@ -26,7 +26,8 @@ default. With :obj:`append_levels=True` the :math:`2^b` level channels are
 propagated and enter the dot-product scores, which then rank by level
 magnitudes as well as by embeddings: on Gowalla at 2 bits and
 :math:`d = 64`, quantizing a float LightGCN of validation Recall@20 0.196
-gives 0.190 without the level channels and 0.077 with them.
+gives 0.190 without the level channels and 0.077 with them (test Recall@20
+after fine-tuning: 0.1701 and 0.1235).
 
 Codes are re-assigned after each optimizer step by
 :meth:`NodeAwareQuantizer.update_codes_`: the quantization boundaries of
@@ -42,10 +43,11 @@ mean of its neighbours' encodings (Eq. 14),
 which the caller computes from the graph (this module has no graph
 knowledge). Eq. 14 as written is :math:`\mu = 1`: a user's codes then
 come from the mean of its items' encodings, a different vector, read under
-the user's own levels. On Gowalla (2 bits, :math:`d = 64`) that took
-validation Recall@20 from 0.190 to 0.165 within six fine-tuning epochs and
-:math:`\mu = 0.5` to 0.188, while :math:`\mu = 0.25` rose to 0.192 (no
-RAU: 0.191); so :math:`\mu` is a setting, :obj:`relation_weight`.
+the user's own levels. On Gowalla (2 bits, :math:`d = 64`, 20 fine-tuning
+epochs from a float LightGCN of test Recall@20 0.1675) that gives test
+Recall@20 0.1595, against 0.1701 at :math:`\mu = 0.25` and 0.1682 without
+RAU (in a shorter run :math:`\mu = 0.5` fell below no RAU); so
+:math:`\mu` is a setting, :obj:`relation_weight`.
 """
 from typing import Optional
 
