@@ -32,10 +32,7 @@ from pyg_qgnn.quantizers.binary import pack_signs, unpack_signs
 from tests.deploy.test_binary import trained
 from tests.nn.conv.test_quant_gin_conv import FORMATS, adjacency
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Using 'NeighborSampler' without"),
-    pytest.mark.usefixtures('one_thread'),
-]
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def graph(num_nodes=24, num_edges=70, channels=8, seed=0):

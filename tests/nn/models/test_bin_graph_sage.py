@@ -80,7 +80,6 @@ def test_jumping_knowledge_and_sage_arguments_read_as_in_graph_sage():
 @pytest.mark.skipif(not (torch_geometric.typing.WITH_PYG_LIB
                          or torch_geometric.typing.WITH_TORCH_SPARSE),
                     reason='NeighborLoader needs pyg-lib or torch_sparse')
-@pytest.mark.filterwarnings("ignore:Using 'NeighborSampler' without")
 def test_layerwise_inference_with_neighbor_loader_equals_forward():
     torch.manual_seed(0)
     x, edge_index = graph(num_nodes=40, num_edges=150)
