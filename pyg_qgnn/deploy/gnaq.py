@@ -162,8 +162,9 @@ class DeployedGNAQ(DeployedLayer):
     @torch.no_grad()
     def get_embedding(self, adj: Optional[Tensor] = None) -> Tensor:
         r"""The propagated embeddings :math:`\mathbf{H}` :math:`(N, d)`
-        (:math:`(N, d + 2^b)` with appended levels) over :obj:`adj` (a :obj:`torch.sparse_csr` normalized
-        adjacency), by default over the stored graph (computed once)."""
+        (:math:`(N, d + 2^b)` with appended levels) over :obj:`adj` (a
+        :obj:`torch.sparse_csr` normalized adjacency), by default over the
+        stored graph (computed once)."""
         if adj is None:
             if self._cache is None:
                 self._require_graph()

@@ -136,9 +136,10 @@ class NodeAwareQuantizer(Quantizer):
     under the boundaries of the updated levels, to each node's own
     encoding (a straight-through estimate) or, with
     :obj:`relation_aware=True`, to its blend with its neighbours' mean
-    (Eq. 14). (Re-assigning from the neighbours' *quantized* values instead, with no
-    float table, smooths the embeddings a little more with every step: on
-    a Gowalla subsample it took validation Recall@20 from 0.35 to 0.19.)
+    (Eq. 14). (Re-assigning from the neighbours' *quantized* values
+    instead, with no float table, smooths the embeddings a little more
+    with every step: on a Gowalla subsample it took validation Recall@20
+    from 0.35 to 0.19.)
 
     Args:
         bits (int, optional): Code width :math:`b` in :math:`[1, 8]`.
