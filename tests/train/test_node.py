@@ -129,4 +129,4 @@ def test_latent_binary_weights_stay_clipped():
     train_node_classifier(model, data, epochs=3, lr=2.0, weight_decay=0.0)
     weights = latent_binary_weights(model)
     assert len(weights) == 4  # lin_l and lin_r of both layers
-    assert all(float(w.abs().max()) <= 1.0 for w in weights)
+    assert all(float(w.detach().abs().max()) <= 1.0 for w in weights)
