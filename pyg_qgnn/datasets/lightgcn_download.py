@@ -7,6 +7,7 @@ Files go to :obj:`$PYG_QGNN_CACHE/download/recsys/<name>/` (default
 appears there only once all of its files have arrived, so an interrupted
 download is never read as data.
 """
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,16 +46,16 @@ def download_lightgcn(name: str, log: Callable[[str], None] = print
     target.parent.mkdir(parents=True, exist_ok=True)
     url = URL.format(name=name)
     log(f'[pyg_qgnn] downloading {name} from {url} to {target}')
-    with tempfile.TemporaryDirectory(dir=target.parent) as partial, \
-            download_timeout():
-        for file in REQUIRED:
-            download_url(f'{url}/{file}', partial, log=False)
-        for file in OPTIONAL:
-            try:
-                download_url(f'{url}/{file}', partial, log=False)
-            except Exception:  # optional: the counts then come from ids
-                pass
+    partial = Path(tempfile.mkdtemp(prefix=f'.{name}-', dir=target.parent))
+    try:
+        with download_timeout():
+            for file in REQUIRED:
+                download_url(f'{url}/{file}', str(partial), log=False)
+            for file in OPTIONAL:  # without them, counts come from the ids
+                with contextlib.suppress(OSError):  # HTTPError included
+                    download_url(f'{url}/{file}', str(partial), log=False)
         shutil.rmtree(target, ignore_errors=True)
-        shutil.move(partial, target)
-        Path(partial).mkdir()  # for TemporaryDirectory's own clean-up
+        partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return target
