@@ -37,11 +37,16 @@ class UserItems:
                              f"{tuple(pairs.shape)})")
         pairs = pairs.long()
         order = torch.argsort(pairs[0], stable=True)
-        self.items = pairs[1, order]
+        items = pairs[1, order]
         counts = torch.bincount(pairs[0], minlength=num_users)
         if counts.numel() > num_users:
             raise ValueError(f"'pairs' holds user id {counts.numel() - 1}, "
                              f"out of range for {num_users} users")
+        self._set_rows(counts, items)
+
+    def _set_rows(self, counts: Tensor, items: Tensor):
+        counts = counts.long()
+        self.items = items.long()
         self.rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
     @classmethod
@@ -54,9 +59,7 @@ class UserItems:
             raise ValueError(f"'counts' must sum to the length of 'items' "
                              f"({items.numel()}) (got {int(counts.sum())})")
         out = cls.__new__(cls)
-        counts = counts.long()
-        out.items = items.long()
-        out.rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        out._set_rows(counts, items)
         return out
 
     def rows(self, users: Tensor) -> Tuple[Tensor, Tensor]:

@@ -243,13 +243,6 @@ class NodeAwareQuantizer(Quantizer):
             return out
         return torch.cat([out, levels.to(out.dtype)], dim=1)
 
-    @property
-    def extra_channels(self) -> int:
-        r"""Channels :meth:`extended` appends: :math:`2^b` with
-        :obj:`append_levels`."""
-        return self.num_levels if self.append_levels and \
-            self.fake_quant_enabled else 0
-
     @torch.no_grad()
     def quantize(self, x: Tensor) -> Tensor:
         r"""The codes of :obj:`x` :math:`(N, d)` under the current levels

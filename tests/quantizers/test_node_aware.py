@@ -36,7 +36,6 @@ def test_forward_maps_codes_to_levels():
     assert extended.shape == (2, 5 + 4)
     assert torch.equal(extended[:, :5], out)
     assert torch.equal(extended[:, 5:], appending.levels.data)
-    assert appending.extra_channels == 4 and quantizer.extra_channels == 0
     assert NodeAwareQuantizer(2, dynamic_step=False).extended(TABLE).shape \
         == (2, 5)
 
