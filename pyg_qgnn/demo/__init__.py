@@ -16,18 +16,21 @@ Sections:
   binsage GraphSAGE on Cora against BinGraphSAGE from scratch and
          distilled from it (bit-packed deployment): test accuracy, stored
          bytes, deployed predictions against fake-quantized ones.
+  lightgnn LightGCN teacher against the LightGNN student (pruned edges and
+         embedding entries, 2 layers) on a Yelp subsample: test Recall@20,
+         kept edges and entries, stored bytes, forward FLOPs and time.
 """
 import json
 import time
 from typing import List, Optional, Sequence
 
 from pyg_qgnn import cli
-from pyg_qgnn.demo import binary, binsage, gnaq, prune, quant
+from pyg_qgnn.demo import binary, binsage, gnaq, lightgnn, prune, quant
 
 #: Section name -> its module: ``add_arguments(parser)`` adds the section's
 #: own flags, ``run(args)`` prints its table and returns its JSON rows.
 SECTIONS = {'quant': quant, 'gnaq': gnaq, 'prune': prune, 'binary': binary,
-            'binsage': binsage}
+            'binsage': binsage, 'lightgnn': lightgnn}
 
 
 def section_path(path: Optional[str], section: str, sections: Sequence[str]

@@ -25,6 +25,7 @@ from pyg_qgnn.deploy.binary import (
 )
 from pyg_qgnn.deploy.binary_sage import DeployedBinSAGEConv
 from pyg_qgnn.deploy.gnaq import DeployedGNAQ
+from pyg_qgnn.deploy.lightgnn import DeployedLightGNN
 from pyg_qgnn.deploy.integer import (
     DeployedQuantGATConv,
     DeployedQuantGCNConv,
@@ -60,6 +61,7 @@ __all__ = [
     'DeployedDynamicXorEdgeConv',
     'DeployedBinSAGEConv',
     'DeployedGNAQ',
+    'DeployedLightGNN',
     'DeployedQuantLinear',
     'DeployedQuantGCNConv',
     'DeployedQuantGINConv',

@@ -1,5 +1,6 @@
 r"""Knowledge distillation: logit matching, local structure preservation
-(LSP) and cascaded distillation of binary models."""
+(LSP) and cascaded distillation of binary models; LightGNN's hierarchical
+distillation losses of recommenders."""
 from pyg_qgnn.distill.cascade import (
     PAPER_STAGES,
     StageConfig,
@@ -8,6 +9,14 @@ from pyg_qgnn.distill.cascade import (
     cascade_distill,
     distill,
     point_cloud_forward,
+)
+from pyg_qgnn.distill.lightgnn import (
+    embedding_kd_loss,
+    importance_scores,
+    mask_positive_sets,
+    prediction_kd_loss,
+    triple_margins,
+    uniformity_loss,
 )
 from pyg_qgnn.distill.logits import (
     LogitMatching,
@@ -38,4 +47,10 @@ __all__ = [
     'cascade_distill',
     'accuracy',
     'point_cloud_forward',
+    'prediction_kd_loss',
+    'embedding_kd_loss',
+    'uniformity_loss',
+    'mask_positive_sets',
+    'importance_scores',
+    'triple_margins',
 ]

@@ -1,7 +1,9 @@
 r"""Pruning for any :class:`torch.nn.Module`, PyG layers included: global
 and layer-wise magnitude pruning, :math:`L_2`-regularisation pruning, the
 lottery-ticket test, structured channel removal, and exact sparse
-checkpoints (`Khedri et al., 2025 <https://arxiv.org/abs/2510.22058>`_).
+checkpoints (`Khedri et al., 2025 <https://arxiv.org/abs/2510.22058>`_),
+and LightGNN's learnable edge and embedding-entry pruning of recommenders
+(`Chen et al., 2025 <https://arxiv.org/abs/2501.03228>`_).
 
 .. code-block:: python
 
@@ -44,6 +46,13 @@ from pyg_qgnn.prune.sparse_checkpoint import (
     to_sparse_bytes,
 )
 from pyg_qgnn.prune.structured import ChannelGroup, prune_channels
+from pyg_qgnn.prune.lightgnn import (
+    joint_schedule,
+    prune_entries,
+    prune_pairs,
+    pruning_schedule,
+    reduce_layers,
+)
 
 __all__ = [
     'magnitude_prune',
@@ -71,4 +80,9 @@ __all__ = [
     'load_sparse',
     'checkpoint_bytes',
     'to_sparse_bytes',
+    'pruning_schedule',
+    'joint_schedule',
+    'prune_entries',
+    'prune_pairs',
+    'reduce_layers',
 ]

@@ -51,6 +51,19 @@ from pyg_qgnn.train.recsys import (
     lightgcn,
     train_recommender,
 )
+from pyg_qgnn.train.lightgnn import (
+    ABLATIONS,
+    LightGNNConfig,
+    evaluate_lightgnn,
+    train_lightgnn,
+)
+from pyg_qgnn.train.lightgnn_pipeline import (
+    LightGNNRow,
+    LightGNNRun,
+    format_lightgnn_rows,
+    run_lightgnn,
+    time_forwards,
+)
 from pyg_qgnn.train.results import (
     Summary,
     markdown_table,
@@ -96,6 +109,15 @@ __all__ = [
     'deployed_records',
     'format_deployed_rows',
     'lightgcn',
+    'LightGNNConfig',
+    'ABLATIONS',
+    'train_lightgnn',
+    'evaluate_lightgnn',
+    'run_lightgnn',
+    'LightGNNRun',
+    'LightGNNRow',
+    'format_lightgnn_rows',
+    'time_forwards',
     'train_recommender',
     'evaluate_recommender',
     'RecResult',

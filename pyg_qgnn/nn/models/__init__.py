@@ -13,3 +13,6 @@ __all__ += ['QuantLightGCN']
 from pyg_qgnn.nn.models.bin_graph_sage import BinGraphSAGE  # noqa: E402
 
 __all__ += ['BinGraphSAGE']
+from pyg_qgnn.nn.models.lightgnn import LightGNN  # noqa: E402
+
+__all__ += ['LightGNN']
