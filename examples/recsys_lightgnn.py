@@ -26,7 +26,6 @@ Examples:
         --edge-keep 0.77 --emb-keep 0.33 --json yelp.json
     python examples/recsys_lightgnn.py --edge-keep 0.44 --ablation
 """
-import argparse
 import json
 import time
 from dataclasses import asdict, replace
@@ -53,24 +52,6 @@ from pyg_qgnn.train.recsys import (
 #: --quick: a subsample and short schedules that run in minutes on a CPU.
 QUICK = dict(users=3000, min_item_interactions=5, epochs=40, run_epochs=3,
              final_epochs=6, intermediate_epochs=4, batch_size=1024)
-
-
-def share(text: str) -> float:
-    r"""A share kept, in (0, 1]."""
-    value = cli.fraction(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(
-            f'expected a number in (0, 1] (got {text!r})')
-    return value
-
-
-def step(text: str) -> float:
-    r"""A share pruned per run, in (0, 1)."""
-    value = share(text)
-    if value == 1:
-        raise argparse.ArgumentTypeError(
-            f'expected a number in (0, 1) (got {text!r})')
-    return value
 
 
 def main(args):
@@ -132,7 +113,7 @@ def main(args):
         entry_step=args.emb_step, run_epochs=args.run_epochs,
         final_epochs=args.final_epochs,
         intermediate_epochs=args.intermediate_epochs, lr=args.lr,
-        batch_size=args.batch_size, seed=args.seed)
+        batch_size=args.batch_size, residual=args.residual, seed=args.seed)
     methods = list(ABLATIONS) if args.ablation else ['lightgnn']
     run = run_lightgnn(data, teacher, config, methods, teacher_seconds,
                        progress)
@@ -172,16 +153,16 @@ def build_parser():
                         'LightGCN repository\'s download for gowalla, '
                         'yelp2018 and amazon-book, else a SYNTHETIC '
                         'stand-in)')
-    parser.add_argument('--edge-keep', type=share, default=0.44,
+    parser.add_argument('--edge-keep', type=cli.share, default=0.44,
                         help='share of training edges the student keeps '
                         '(default: 0.44)')
-    parser.add_argument('--emb-keep', type=share, default=0.33,
+    parser.add_argument('--emb-keep', type=cli.share, default=0.33,
                         help='share of embedding entries the student keeps '
                         '(default: 0.33)')
-    parser.add_argument('--edge-step', type=step, default=0.15,
+    parser.add_argument('--edge-step', type=cli.open_fraction, default=0.15,
                         help='share of the remaining edges pruned per run '
                         '(default: 0.15)')
-    parser.add_argument('--emb-step', type=step, default=0.2,
+    parser.add_argument('--emb-step', type=cli.open_fraction, default=0.2,
                         help='share of the remaining entries pruned per run '
                         '(default: 0.2)')
     parser.add_argument('--dim', type=cli.positive_int, default=64,
@@ -211,6 +192,10 @@ def build_parser():
     parser.add_argument('--batch-size', type=cli.positive_int, default=None,
                         help='BPR triples per step (default: 4096; --quick: '
                         '1024)')
+    parser.add_argument('--residual', action='store_true',
+                        help="add Eq. 4's residual term E_(l-1) unnormalized "
+                        '(off by default: it starts the student further '
+                        'from the teacher, see LightGNNConfig)')
     parser.add_argument('--ablation', action='store_true',
                         help="also run the paper's variants (Table 3): "
                         'random entry / edge / both pruning, binary edge '

@@ -108,6 +108,24 @@ def fraction(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    r"""A share kept, in :math:`(0, 1]`."""
+    value = fraction(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(
+            f'expected a number in (0, 1] (got {text!r})')
+    return value
+
+
+def open_fraction(text: str) -> float:
+    r"""A share strictly between 0 and 1 (e.g. pruned per run)."""
+    value = share(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError(
+            f'expected a number in (0, 1) (got {text!r})')
+    return value
+
+
 def number_in(low: float, high: float) -> Callable[[str], float]:
     r"""A number in :math:`[low, high]`."""
     def parse(text: str) -> float:

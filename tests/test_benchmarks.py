@@ -351,3 +351,49 @@ def test_binary_binsage_bytes_goal(tmp_path):
                             '--edges', '400', '--features', '100')
     assert [r['case'] for r in records] == ['binsage']
     assert records[0]['ratio'] >= 20
+
+
+def test_pruning(tmp_path):
+    records = run_benchmark('pruning.py', tmp_path / 'out.json', '--users',
+                            '200', '--dim', '16')
+    assert [(r['case'], r['metric'], r['unit']) for r in records] == [
+        ('infer/forward', 'infer', 's'),
+        ('infer/rank_all_top20', 'infer', 's'),
+        ('flops/forward', 'flops', 'FLOP'),
+        ('flops/rank_all', 'flops', 'FLOP'),
+        ('bytes/model', 'bytes', 'B'), ('bytes/file', 'bytes', 'B')]
+    for record in records:
+        assert record['benchmark'] == 'pruning'
+        # Times, FLOPs and bytes: above 1 means the pruned student is
+        # cheaper than the float teacher.
+        assert math.isclose(record['ratio'],
+                            record['baseline'] / record['value'],
+                            rel_tol=1e-9)
+    cost = {r['case']: r for r in records}
+    # Sizes and FLOPs do not depend on the machine: 2 layers over 44% of
+    # the edges, 33% of the entries (a bitmap and their values).
+    assert cost['flops/forward']['ratio'] > 1.5
+    assert 2 < cost['bytes/model']['ratio'] < 3
+    # Scoring all pairs costs both the same and dominates.
+    assert 1 < cost['flops/rank_all']['ratio'] < cost['flops/forward'][
+        'ratio']
+    # The files add their headers to the stored tensors.
+    for side in ('baseline', 'value'):
+        assert cost['bytes/file'][side] > cost['bytes/model'][side]
+
+
+def test_pruning_cases_and_bad_arguments(tmp_path):
+    records = run_benchmark('pruning.py', tmp_path / 'out.json', '--users',
+                            '100', '--dim', '8', '--cases', 'bytes',
+                            '--edge-keep', '0.5', '--student-layers', '1')
+    assert [r['case'] for r in records] == ['bytes/model', 'bytes/file']
+    script = str(BENCHMARKS / 'pruning.py')
+    for flags, argument in ((['--edge-keep', '1.5'], '--edge-keep'),
+                            (['--emb-keep', '0'], '--emb-keep'),
+                            (['--cases', 'train'], '--cases'),
+                            (['--users', '0'], '--users')):
+        result = subprocess.run([sys.executable, script, *flags],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f'error: argument {argument}')
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -113,12 +113,12 @@ def model_row(method: str, label: str, model: LightGNN, data: RecSysData,
 
 
 def build_lightgnn(data: RecSysData, pairs: Tensor, table: Tensor,
-                   num_layers: int, learn_edge_weight: bool = True
-                   ) -> LightGNN:
+                   num_layers: int, learn_edge_weight: bool = True,
+                   residual: bool = False) -> LightGNN:
     r"""A :class:`LightGNN` over :obj:`pairs` whose embeddings start from
     :obj:`table` (a trained model's), on :obj:`table`'s device."""
     model = LightGNN(data.num_users, data.num_items, pairs.cpu(),
-                     table.size(1), num_layers,
+                     table.size(1), num_layers, residual=residual,
                      learn_edge_weight=learn_edge_weight).to(table.device)
     model.load_embedding(table.detach())
     return model
@@ -132,7 +132,8 @@ def train_intermediate(teacher: nn.Module, data: RecSysData,
     :math:`\mathbf{W}^t` under the teacher's bilevel distillation."""
     table = teacher.embedding.weight
     pairs = augmented_pairs(data, config.hops, config.max_per_node)
-    model = build_lightgnn(data, pairs, table, config.intermediate_layers)
+    model = build_lightgnn(data, pairs, table, config.intermediate_layers,
+                           residual=config.residual)
     teacher_emb = torch.cat(lightgnn_embeddings(teacher, data))
     stage = train_lightgnn(model, data, config.intermediate_epochs, config,
                            teacher_emb, uniformity=False,
@@ -220,7 +221,8 @@ def run_lightgnn(data: RecSysData, teacher: nn.Module,
         source = intermediate if c.intermediate else teacher
         start = time.perf_counter()
         student = build_lightgnn(data, data.train, source.embedding.weight,
-                                 c.student_layers, c.learn_edge_weight)
+                                 c.student_layers, c.learn_edge_weight,
+                                 c.residual)
         stages = prune_student(student, data, source, c,
                                _tagged_method(progress, method))
         students[method] = student
@@ -260,8 +262,10 @@ def forward_call(model: nn.Module, data: RecSysData) -> Callable[[], Tensor]:
 
 def median_seconds(call: Callable[[], object],
                    min_run_time: float = 1.0) -> float:
-    r"""The median time of :obj:`call` by :mod:`torch.utils.benchmark`."""
-    timer = benchmark.Timer(stmt='call()', globals=dict(call=call))
+    r"""The median time of :obj:`call` by :mod:`torch.utils.benchmark`,
+    with torch's current number of threads."""
+    timer = benchmark.Timer(stmt='call()', globals=dict(call=call),
+                            num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
@@ -294,13 +298,16 @@ def format_lightgnn_rows(rows: Sequence[LightGNNRow]) -> str:
             f"{t['ndcg@20']:.4f}", f"{t['ndcg@40']:.4f}",
             f'{row.val_recall20:.4f}', f'{row.edge_share:.0%}',
             f'{row.entry_share:.0%}', str(row.layers), f'{row.bytes:,}',
-            f'{1 - row.bytes / base.bytes:+.0%}'.replace('+', '-', 1)
-            if row.bytes <= base.bytes else
-            f'+{row.bytes / base.bytes - 1:.0%}',
+            _relative_size(row.bytes, base.bytes),
             f'{row.flops / base.flops:.2f}x',
             f'{row.forward_seconds * 1e3:.1f}', f'{speed:.2f}x',
             f'{row.train_seconds:.0f}'])
     return markdown_table(header, body)
+
+
+def _relative_size(size: int, base: int) -> str:
+    change = size / base - 1
+    return '0%' if round(change * 100) == 0 else f'{change:+.0%}'
 
 
 def plot_lightgnn_rows(rows: Sequence[LightGNNRow], path: str,
