@@ -20,17 +20,15 @@ read the same FP8 levels and run the same propagation.
     deployed.save('gnaq.safetensors')
     DeployedGNAQ.load('gnaq.safetensors').recommend(...)
 """
-import json
 import os
 from typing import Optional, Union
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as to_bytes
 from torch import Tensor
 
 from pyg_qgnn.datasets.recsys import normalized_adjacency
 from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
+from pyg_qgnn.deploy.safe_file import load_model, save_model
 from pyg_qgnn.metrics import UserItems, top_k
 from pyg_qgnn.nn.conv.quant_lg_conv import sparse_propagate
 from pyg_qgnn.nn.models.gnaq import QuantLightGCN
@@ -234,44 +232,13 @@ class DeployedGNAQ(DeployedLayer):
     def save(self, path: PathLike) -> int:
         r"""Writes the model to a safetensors file; returns its size in
         bytes."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"'path' {path!r}: the folder {folder!r} "
-                                    f"does not exist")
-        tensors = {name: buffer.contiguous()
-                   for name, buffer in self.named_buffers()}
-        payload = to_bytes(tensors, metadata=dict(
-            format=FORMAT, version=VERSION, config=json.dumps(self._config())))
-        with open(path, 'wb') as f:
-            f.write(payload)
-        return len(payload)
+        return save_model(self, path, FORMAT, VERSION, self._config())
 
     @classmethod
     def load(cls, path: PathLike) -> 'DeployedGNAQ':
-        r"""Reads a file written by :meth:`save` (no code is unpickled);
-        the embeddings are recomputed on first use."""
+        r"""Reads a file written by :meth:`save` (no code is unpickled)."""
+        model, tensors = load_model(cls, path, FORMAT, VERSION)
         path = os.fspath(path)
-        try:
-            with safe_open(path, framework='pt') as f:
-                metadata = f.metadata() or {}
-                tensors = {key: f.get_tensor(key) for key in f.keys()}
-        except FileNotFoundError:
-            raise
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"'path' {path!r} is not a readable safetensors "
-                             f"file: {e}") from None
-        if (metadata.get('format'), metadata.get('version')) != (FORMAT,
-                                                                 VERSION):
-            raise ValueError(f"'path' {path!r} was not written by "
-                             f"DeployedGNAQ.save (format "
-                             f"{metadata.get('format')!r}, version "
-                             f"{metadata.get('version')!r})")
-        try:
-            model = cls(**json.loads(metadata['config']))
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"'path' {path!r} has a corrupt config entry: "
-                             f"{e}") from None
         for name, buffer in model.named_buffers():
             if name not in tensors:
                 raise ValueError(f"'path' {path!r} lacks '{name}'")
