@@ -28,7 +28,7 @@ from torch import Tensor
 
 from pyg_qgnn.datasets.recsys import normalized_adjacency
 from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
-from pyg_qgnn.deploy.safe_file import load_model, save_model
+from pyg_qgnn.deploy.safe_file import load_model, save_model, set_buffers
 from pyg_qgnn.metrics import UserItems, top_k
 from pyg_qgnn.nn.conv.quant_lg_conv import sparse_propagate
 from pyg_qgnn.nn.models.gnaq import QuantLightGCN
@@ -239,19 +239,7 @@ class DeployedGNAQ(DeployedLayer):
         r"""Reads a file written by :meth:`save` (no code is unpickled)."""
         model, tensors = load_model(cls, path, FORMAT, VERSION)
         path = os.fspath(path)
-        for name, buffer in model.named_buffers():
-            if name not in tensors:
-                raise ValueError(f"'path' {path!r} lacks '{name}'")
-            value = tensors[name]
-            fixed = name in ('codes', 'levels', 'alpha')
-            if value.dtype != buffer.dtype or (fixed and
-                                               value.shape != buffer.shape):
-                raise ValueError(f"'{name}' in {path!r} has dtype "
-                                 f"{value.dtype} and shape "
-                                 f"{tuple(value.shape)}, expected "
-                                 f"{buffer.dtype} "
-                                 f"{tuple(buffer.shape) if fixed else ''}")
-            setattr(model, name, value)
+        set_buffers(model, tensors, path, ('codes', 'levels', 'alpha'))
         return model
 
     def extra_repr(self) -> str:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from pyg_qgnn.deploy.convert import DeployedLayer, register_deployed_layer
-from pyg_qgnn.deploy.safe_file import load_model, save_model
+from pyg_qgnn.deploy.safe_file import load_model, save_model, set_buffers
 from pyg_qgnn.metrics import top_k
 from pyg_qgnn.nn.models.lightgnn import (
     Adjacency,
@@ -172,14 +172,8 @@ class DeployedLightGNN(DeployedLayer):
         r"""Reads a file written by :meth:`save` (no code is unpickled)."""
         model, tensors = load_model(cls, path, FORMAT, VERSION)
         path = os.fspath(path)
-        for name, buffer in model.named_buffers():
-            value = tensors.get(name)
-            if value is None or value.dtype != buffer.dtype or (
-                    buffer.numel() and value.shape != buffer.shape):
-                raise ValueError(f"'{name}' in {path!r} is missing or has "
-                                 f"the wrong dtype/shape (expected "
-                                 f"{buffer.dtype})")
-            setattr(model, name, value)
+        set_buffers(model, tensors, path,
+                    ('user_counts', 'entry_bits', 'alpha'))
         model._check_consistent(path)
         return model
 

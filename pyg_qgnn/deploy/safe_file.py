@@ -59,3 +59,22 @@ def load_model(cls: Type[Model], path: PathLike, fmt: str, version: str
         raise ValueError(f"'path' {path!r} has a corrupt config entry: "
                          f"{e}") from None
     return model, tensors
+
+
+def set_buffers(model: nn.Module, tensors: Dict[str, Tensor], path: str,
+                fixed_shapes: Tuple[str, ...]):
+    r"""Sets every buffer of :obj:`model` from :obj:`tensors`, checking its
+    dtype, and its shape for the buffers named in :obj:`fixed_shapes`
+    (those whose size the config alone determines)."""
+    for name, buffer in model.named_buffers():
+        if name not in tensors:
+            raise ValueError(f"'path' {path!r} lacks '{name}'")
+        value = tensors[name]
+        fixed = name in fixed_shapes
+        if value.dtype != buffer.dtype or (fixed and
+                                           value.shape != buffer.shape):
+            raise ValueError(f"'{name}' in {path!r} has the wrong "
+                             f"dtype/shape: {value.dtype} "
+                             f"{tuple(value.shape)}, expected {buffer.dtype} "
+                             f"{tuple(buffer.shape) if fixed else ''}")
+        setattr(model, name, value)

@@ -27,7 +27,13 @@ from pyg_qgnn.distill.lightgnn import (
 from pyg_qgnn.metrics import UserItems, ranking_metrics
 from pyg_qgnn.nn.models.lightgnn import LightGNN
 from pyg_qgnn.selection import Selection
-from pyg_qgnn.train.recsys import TripleSampler, bpr_loss, node_embeddings
+from pyg_qgnn.train.recsys import (
+    TripleSampler,
+    bpr_loss,
+    check_split,
+    node_embeddings,
+    split_metrics,
+)
 
 KS = (20, 40)
 
@@ -201,13 +207,9 @@ def evaluate_lightgnn(model: nn.Module, data: RecSysData, split: str = 'test',
     r"""Full-ranking Recall@K / NDCG@K of a LightGNN (or of any model with
     :obj:`get_embedding()`), training items masked (and validation items
     for the test split)."""
-    if split not in ('val', 'test'):
-        raise ValueError(f"'split' must be 'val' or 'test' (got {split!r})")
-    known = data.train if split == 'val' else \
-        torch.cat([data.train, data.val], dim=1)
+    check_split(split)
     users, items = lightgnn_embeddings(model, data)
-    return ranking_metrics(users, items, data.split(split).to(users.device),
-                           known.to(users.device), ks)
+    return split_metrics(users, items, data, split, ks)
 
 
 @torch.no_grad()

@@ -244,11 +244,25 @@ def evaluate_recommender(model: nn.Module, data: RecSysData,
     (:obj:`"val"` or :obj:`"test"`). Known interactions are masked: the
     training pairs for validation, training and validation pairs for
     test."""
+    check_split(split)
+    users, items = node_embeddings(model, data, adj)
+    return split_metrics(users, items, data, split, ks, batch_size)
+
+
+def check_split(split: str):
     if split not in ('val', 'test'):
         raise ValueError(f"'split' must be 'val' or 'test' (got {split!r})")
+
+
+def split_metrics(users: Tensor, items: Tensor, data: RecSysData,
+                  split: str, ks: Sequence[int] = (10, 20),
+                  batch_size: int = 1024) -> Dict[str, float]:
+    r"""Full-ranking metrics of final user and item embeddings on
+    :obj:`split`, the known interactions masked: the training pairs for
+    validation, training and validation pairs for test."""
+    check_split(split)
     known = data.train if split == 'val' else \
         torch.cat([data.train, data.val], dim=1)
-    users, items = node_embeddings(model, data, adj)
     return ranking_metrics(users, items, data.split(split).to(users.device),
                            known.to(users.device), ks, batch_size)
 
