@@ -6,10 +6,12 @@ A float LightGCN teacher is trained (or loaded with --pretrained) and
 selected on validation Recall@20. An intermediate model on the graph
 augmented with 3-hop user-item pairs (Eq. 7) learns edge weights from it;
 the student then prunes, run by run, the edges with the lowest decision
-weights (Eq. 8) and the embedding entries of lowest magnitude until it
-keeps --edge-keep of the edges and --emb-keep of the entries, distilled
-from the intermediate model (Eq. 5, 6) with the uniformity constraint
-(Eq. 9). Every selection is made on validation; test is scored once.
+weights (Eq. 8) and the embedding entries of lowest magnitude (the same
+share of every user's edges and of every node's entries) until it keeps
+--edge-keep of the edges and --emb-keep of the entries, distilled from the
+intermediate model (Eq. 5, 6) with the uniformity constraint (Eq. 9); its
+layer weights are then chosen on validation. Every selection is made on
+validation; test is scored once.
 
 Columns: test Recall@20/40 and NDCG@20/40; validation Recall@20; kept
 shares of the training edges and of the embedding entries; propagation
@@ -114,6 +116,9 @@ def main(args):
         final_epochs=args.final_epochs,
         intermediate_epochs=args.intermediate_epochs, lr=args.lr,
         batch_size=args.batch_size, residual=args.residual, seed=args.seed)
+    if args.global_pruning:
+        config = replace(config, edge_scope='graph', entry_scope='table',
+                         tune_alpha=False)
     methods = list(ABLATIONS) if args.ablation else ['lightgnn']
     run = run_lightgnn(data, teacher, config, methods, teacher_seconds,
                        progress)
@@ -196,6 +201,13 @@ def build_parser():
                         help="add Eq. 4's residual term E_(l-1) unnormalized "
                         '(off by default: it starts the student further '
                         'from the teacher, see LightGNNConfig)')
+    parser.add_argument('--global-pruning', action='store_true',
+                        help="the paper's pruning: one threshold over all "
+                        'edges and one over the whole table, the layer '
+                        "weights the teacher's folded (default: the same "
+                        "share of every user's edges and of every node's "
+                        'entries, the layer weights then chosen on '
+                        'validation after the last pruning run)')
     parser.add_argument('--ablation', action='store_true',
                         help="also run the paper's variants (Table 3): "
                         'random entry / edge / both pruning, binary edge '

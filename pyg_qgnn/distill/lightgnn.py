@@ -168,13 +168,21 @@ def uniformity_loss(emb: Tensor, masks: Tensor, anchors: Tensor,
 def importance_scores(student_weight: Tensor,
                       teacher_weight: Optional[Tensor] = None,
                       teacher_score: Optional[Tensor] = None,
-                      beta1: float = 0.05, beta2: float = 1.0) -> Tensor:
+                      beta1: float = 0.05, beta2: float = 1.0,
+                      standardize: bool = False) -> Tensor:
     r"""Importance distillation (Eq. 8): the decision weight of each
     student edge :math:`(u_i, v_j)`,
 
     .. math::
         \tilde{w}^s_{i,j} = w^s_{i,j} + \beta_1 w^t_{i,j} + \beta_2
         \sigma(\tilde{\mathbf{e}}^{t\top}_i \tilde{\mathbf{e}}^t_j)
+
+    With :obj:`standardize=True` the predictions are standardized over the
+    edges (zero mean, unit deviation) before :math:`\sigma`. A trained
+    LightGCN scores its training edges far into :math:`\sigma`'s flat
+    tail (Gowalla's 3-layer teacher: 6.3 to 15.7 between the 1st and 99th
+    percentiles, so :math:`\sigma \in [0.998, 1]`), and the raw term then
+    orders nothing: the decision falls to the student's own weights.
 
     Args:
         student_weight (torch.Tensor): :math:`w^s`, :math:`(E)`.
@@ -185,11 +193,14 @@ def importance_scores(student_weight: Tensor,
             \tilde{\mathbf{e}}^t_j` per edge; :obj:`None` drops the term.
         beta1 (float, optional): :math:`\beta_1`. (default: :obj:`0.05`)
         beta2 (float, optional): :math:`\beta_2`. (default: :obj:`1.0`)
+        standardize (bool, optional): Standardize the predictions before
+            :math:`\sigma`. (default: :obj:`False`)
     """
     out = student_weight.detach().clone()
     for name, extra, beta, fn in (
             ('teacher_weight', teacher_weight, beta1, lambda t: t),
-            ('teacher_score', teacher_score, beta2, torch.sigmoid)):
+            ('teacher_score', teacher_score, beta2,
+             _standard_sigmoid if standardize else torch.sigmoid)):
         if extra is None or beta == 0:
             continue
         if extra.shape != out.shape:
@@ -197,3 +208,10 @@ def importance_scores(student_weight: Tensor,
                              f"{tuple(out.shape)} (got {tuple(extra.shape)})")
         out = out + beta * fn(extra.detach().to(out.dtype))
     return out
+
+
+def _standard_sigmoid(score: Tensor) -> Tensor:
+    spread = score.std() if score.numel() > 1 else score.new_zeros(())
+    if not bool(spread > 0):
+        return torch.full_like(score, 0.5)
+    return torch.sigmoid((score - score.mean()) / spread)

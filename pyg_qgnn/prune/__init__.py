@@ -47,7 +47,9 @@ from pyg_qgnn.prune.sparse_checkpoint import (
 )
 from pyg_qgnn.prune.structured import ChannelGroup, prune_channels
 from pyg_qgnn.prune.lightgnn import (
+    fold_layer_weights,
     joint_schedule,
+    keep_top_per_group,
     prune_entries,
     prune_pairs,
     pruning_schedule,
@@ -85,4 +87,6 @@ __all__ = [
     'prune_entries',
     'prune_pairs',
     'reduce_layers',
+    'fold_layer_weights',
+    'keep_top_per_group',
 ]

@@ -60,6 +60,27 @@ class LightGNNConfig:
     most :obj:`max_per_node=4` new items per user (0.0715; 16: 0.0687),
     since every added edge dilutes the normalized weight of the observed
     ones.
+
+    The pruning itself departs in three measured ways (Gowalla's float
+    teacher, no training, validation Recall@20 0.196 with 3 layers):
+    the student keeps the same share of every user's edges
+    (:obj:`edge_scope="user"`) and of every node's entries
+    (:obj:`entry_scope="node"`) rather than one threshold over all of
+    them, which empties cold users (2 layers, 44% of edges and 33% of
+    entries: 0.174 against 0.145; per user only 0.161, per node only
+    0.161); its layer weights fold the teacher's
+    (:func:`~pyg_qgnn.prune.lightgnn.fold_layer_weights`; unpruned, 2
+    layers: 0.193 against 0.172 with equal weights); and after the last
+    pruning run they are chosen on validation
+    (:func:`tune_layer_weights`, :obj:`tune_alpha`). :obj:`edge_scope=
+    "graph"`, :obj:`entry_scope="table"`, :obj:`tune_alpha=False` give the
+    paper's shape. Eq. 8's prediction term is standardized before its
+    sigmoid (:obj:`standardize_importance`): raw, it saturates at 1 on
+    every training edge of a trained LightGCN, and the edges are then
+    pruned by the student's own, barely trained weights (Gowalla, the
+    student distilled from the teacher for 3 epochs, then pruned to 44% of
+    edges and 33% of entries in one run: validation Recall@20 0.132 after
+    it, against 0.174 pruning by the teacher's predictions alone).
     """
     embedding_dim: int = 64
     student_layers: int = 2
@@ -84,6 +105,7 @@ class LightGNNConfig:
     tau_unif: float = 1.0
     beta1: float = 0.05
     beta2: float = 1.0
+    standardize_importance: bool = True
     delta: int = 2
     hops: int = 3
     max_per_node: Optional[int] = 4
@@ -94,6 +116,9 @@ class LightGNNConfig:
     eval_every: int = 1
     patience: Optional[int] = 5
     entry_score: str = 'magnitude'
+    entry_scope: str = 'node'
+    edge_scope: str = 'user'
+    tune_alpha: bool = True
     edge_score: str = 'importance'
     learn_edge_weight: bool = True
     bilevel: bool = True
@@ -273,3 +298,44 @@ def train_lightgnn(model: LightGNN, data: RecSysData, epochs: int,
                 break
     selection.restore(model)
     return StageResult(best, selection.epoch, epoch, seconds, history)
+
+
+@torch.no_grad()
+def tune_layer_weights(model: LightGNN, data: RecSysData, step: float = 0.1,
+                       min_step: float = 0.05, split: str = 'val') -> float:
+    r"""Chooses the layer weights :math:`\alpha` of :obj:`model` on the
+    :obj:`split` pairs: a coordinate search on the simplex that moves
+    :obj:`step` of weight from one layer to another while Recall@20
+    improves, then halves the step down to :obj:`min_step`. Pruning
+    changes how smooth each layer's output is, so the weights that suited
+    the unpruned model no longer do (Gowalla, 2 layers, 44% of edges and
+    33% of entries kept: validation Recall@20 0.174 with :math:`(\frac14,
+    \frac14, \frac12)`, 0.182 with :math:`(0.1, 0.2, 0.7)`). Returns the
+    Recall@20 reached; :math:`\alpha` stays a buffer, stored with the
+    model."""
+    if not 0 < min_step <= step <= 1:
+        raise ValueError(f"'step' and 'min_step' must satisfy 0 < min_step "
+                         f"<= step <= 1 (got {step!r}, {min_step!r})")
+
+    def recall(alpha: Tensor) -> float:
+        model.alpha.copy_(alpha)
+        return evaluate_lightgnn(model, data, split, ks=(20, ))['recall@20']
+
+    alpha = model.alpha.clone()
+    best = recall(alpha)
+    while step >= min_step * (1 - 1e-6):
+        improved = False
+        for source in range(alpha.numel()):
+            for target in range(alpha.numel()):
+                if source == target or alpha[source] < step * (1 - 1e-6):
+                    continue
+                trial = alpha.clone()
+                trial[source] -= step
+                trial[target] += step
+                value = recall(trial)
+                if value > best:
+                    best, alpha, improved = value, trial, True
+        if not improved:
+            step /= 2
+    model.alpha.copy_(alpha)
+    return best

@@ -23,6 +23,7 @@ from pyg_qgnn.nn.models.lightgnn import (
     propagate,
 )
 from pyg_qgnn.prune.lightgnn import (
+    fold_layer_weights,
     joint_schedule,
     prune_entries,
     prune_pairs,
@@ -35,6 +36,7 @@ from pyg_qgnn.train.lightgnn import (
     evaluate_lightgnn,
     lightgnn_embeddings,
     train_lightgnn,
+    tune_layer_weights,
 )
 from pyg_qgnn.train.results import seed_everything
 from pyg_qgnn.transforms import HighOrderAugment
@@ -112,15 +114,21 @@ def model_row(method: str, label: str, model: LightGNN, data: RecSysData,
         seconds, stage.history)
 
 
-def build_lightgnn(data: RecSysData, pairs: Tensor, table: Tensor,
+def build_lightgnn(data: RecSysData, pairs: Tensor, source: nn.Module,
                    num_layers: int, learn_edge_weight: bool = True,
                    residual: bool = False) -> LightGNN:
     r"""A :class:`LightGNN` over :obj:`pairs` whose embeddings start from
-    :obj:`table` (a trained model's), on :obj:`table`'s device."""
+    those of :obj:`source` (a trained LightGCN or LightGNN) and whose layer
+    weights are :obj:`source`'s folded to :obj:`num_layers` layers
+    (:func:`~pyg_qgnn.prune.lightgnn.fold_layer_weights`), on its
+    device."""
+    table = source.embedding.weight.detach()
     model = LightGNN(data.num_users, data.num_items, pairs.cpu(),
                      table.size(1), num_layers, residual=residual,
-                     learn_edge_weight=learn_edge_weight).to(table.device)
-    model.load_embedding(table.detach())
+                     learn_edge_weight=learn_edge_weight,
+                     alpha=fold_layer_weights(source.alpha.cpu(), num_layers)
+                     ).to(table.device)
+    model.load_embedding(table)
     return model
 
 
@@ -130,9 +138,8 @@ def train_intermediate(teacher: nn.Module, data: RecSysData,
     r"""The intermediate KD layer (Sec. 3.2.2): a :class:`LightGNN` on the
     augmented graph, started from the teacher's embeddings, learning
     :math:`\mathbf{W}^t` under the teacher's bilevel distillation."""
-    table = teacher.embedding.weight
     pairs = augmented_pairs(data, config.hops, config.max_per_node)
-    model = build_lightgnn(data, pairs, table, config.intermediate_layers,
+    model = build_lightgnn(data, pairs, teacher, config.intermediate_layers,
                            residual=config.residual)
     teacher_emb = torch.cat(lightgnn_embeddings(teacher, data))
     stage = train_lightgnn(model, data, config.intermediate_epochs, config,
@@ -147,10 +154,12 @@ def prune_student(student: LightGNN, data: RecSysData, teacher: nn.Module,
     r"""The iterative pruning of Sec. 3.1: per run of
     :func:`~pyg_qgnn.prune.lightgnn.joint_schedule`, train (selected on
     validation), then prune the edges by their decision weight (Eq. 8, or
-    at random) and the entries by magnitude (or at random); a last run
-    fine-tunes the pruned model. The uniformity constraint (Eq. 9) joins
-    once entries have been pruned (its positive sets come from the
-    masks)."""
+    at random) and the entries by magnitude (or at random), each within
+    :obj:`config.edge_scope` / :obj:`config.entry_scope`; after the last
+    run the layer weights are chosen on validation
+    (:obj:`config.tune_alpha`), and a last run fine-tunes the pruned
+    model. The uniformity constraint (Eq. 9) joins once entries have been
+    pruned (its positive sets come from the masks)."""
     c = config
     gen = torch.Generator().manual_seed(c.seed + 2)
     teacher_emb = torch.cat(lightgnn_embeddings(teacher, data))
@@ -164,9 +173,13 @@ def prune_student(student: LightGNN, data: RecSysData, teacher: nn.Module,
             student, data, c.run_epochs, c, teacher_emb, uniformity=run > 0,
             progress=_tagged(progress, f'run {run + 1}')))
         decision = None if c.edge_score == 'random' else importance_scores(
-            student.edge_weight, weight_t, score_t, c.beta1, c.beta2)
-        prune_pairs(student, edge_share, decision, gen)
-        prune_entries(student, entry_share, c.entry_score, gen)
+            student.edge_weight, weight_t, score_t, c.beta1, c.beta2,
+            c.standardize_importance)
+        prune_pairs(student, edge_share, decision, gen, c.edge_scope)
+        prune_entries(student, entry_share, c.entry_score, gen,
+                      c.entry_scope)
+    if c.tune_alpha:
+        tune_layer_weights(student, data)
     stages.append(train_lightgnn(student, data, c.final_epochs, c,
                                  teacher_emb, uniformity=True,
                                  progress=_tagged(progress, 'final')))
@@ -220,7 +233,7 @@ def run_lightgnn(data: RecSysData, teacher: nn.Module,
         c = replace(config, **changes)
         source = intermediate if c.intermediate else teacher
         start = time.perf_counter()
-        student = build_lightgnn(data, data.train, source.embedding.weight,
+        student = build_lightgnn(data, data.train, source,
                                  c.student_layers, c.learn_edge_weight,
                                  c.residual)
         stages = prune_student(student, data, source, c,

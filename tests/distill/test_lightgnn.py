@@ -1,6 +1,7 @@
 """Tests of LightGNN's distillation losses (Eq. 5, 6, 8, 9, 10) against
 references written from the paper's equations with loops in float64."""
 import math
+import statistics
 
 import pytest
 import torch
@@ -447,3 +448,22 @@ def test_shape_errors():
         uniformity_loss(emb, torch.ones(N, 4, dtype=torch.bool), ANCHORS, 1)
     with pytest.raises(ValueError, match="'delta'"):
         uniformity_loss(emb, random_masks(28), ANCHORS, -1)
+
+
+def test_importance_scores_standardized_predictions():
+    student = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    score = torch.tensor([7.0, 9.0, 11.0, 13.0])  # a trained model's range
+    mean, std = 10.0, statistics.stdev([7.0, 9.0, 11.0, 13.0])
+    got = importance_scores(student, None, score, standardize=True)
+    want = [1.0 + sigma((x - mean) / std) for x in score.tolist()]
+    assert got.tolist() == pytest.approx(want, rel=1e-6)
+    raw = importance_scores(student, None, score)  # saturated: all ~2
+    assert float(raw.max() - raw.min()) < 1e-3
+    assert float(got.max() - got.min()) > 0.5
+    # a constant prediction carries no order: 0.5 for every edge
+    flat = importance_scores(student, None, torch.full((4, ), 3.0),
+                             standardize=True)
+    assert flat.tolist() == [1.5] * 4
+    one = importance_scores(torch.ones(1), None, torch.ones(1),
+                            standardize=True)
+    assert one.tolist() == [1.5]

@@ -176,3 +176,18 @@ def test_tiny_dataset_runs(tiny_root, capsys, tmp_path):
     assert [r['method'] for r in rows] == ['teacher', 'intermediate',
                                            'lightgnn']
     assert rows[0]['dataset'] == 'tiny' and not rows[0]['quick']
+    config = rows[2]['config']
+    assert (config['edge_scope'], config['entry_scope']) == ('user', 'node')
+    assert config['tune_alpha']
+
+    status, _, err = run_in_process(
+        capsys, '--root', str(tiny_root), '--dataset', 'tiny', '--dim', '8',
+        '--epochs', '1', '--run-epochs', '1', '--final-epochs', '1',
+        '--intermediate-epochs', '1', '--batch-size', '256', '--edge-step',
+        '0.5', '--emb-step', '0.5', '--no-progress', '--global-pruning',
+        '--json', str(out))
+    assert status == 0, err
+    config = json.loads(out.read_text())['rows'][2]['config']
+    assert (config['edge_scope'], config['entry_scope']) == ('graph',
+                                                             'table')
+    assert not config['tune_alpha']

@@ -4,8 +4,10 @@ from torch_geometric.nn.models import LightGCN
 
 from pyg_qgnn.nn.models.lightgnn import LightGNN
 from pyg_qgnn.prune.lightgnn import (
+    fold_layer_weights,
     joint_schedule,
     keep_top,
+    keep_top_per_group,
     pair_lookup,
     prune_entries,
     prune_pairs,
@@ -146,29 +148,30 @@ def top_magnitude(values, count, current=None):
 def test_prune_entries_keeps_the_largest():
     model = make_model()
     raw = model.raw_embedding.detach().clone()
-    assert prune_entries(model, 0.5) == 36
+    assert prune_entries(model, 0.5, scope='table') == 36
     assert int(model.entry_mask.sum()) == 36
     assert torch.equal(model.entry_mask, top_magnitude(raw, 36))
     assert torch.equal(model.raw_embedding.detach(), raw)  # values stay
     model = make_model()
-    assert prune_entries(model, 0.33) == 24  # round(0.33 * 72) = 24
+    # round(0.33 * 72) = 24
+    assert prune_entries(model, 0.33, scope='table') == 24
     assert torch.equal(model.entry_mask, top_magnitude(raw, 24))
 
 
 def test_prune_entries_is_cumulative():
     model = make_model()
-    prune_entries(model, 0.5)
+    prune_entries(model, 0.5, scope='table')
     first = model.entry_mask.clone()
     with torch.no_grad():  # pruned entries grow large: still never revived
         model.raw_embedding[~first] = 10.0
-    assert prune_entries(model, 0.25) == 18
+    assert prune_entries(model, 0.25, scope='table') == 18
     second = model.entry_mask.clone()
     assert int(second.sum()) == 18
     assert not bool((second & ~first).any())
     assert torch.equal(second, top_magnitude(model.raw_embedding.detach(),
                                              18, first))
     with pytest.raises(ValueError, match="'count'"):  # cannot grow back
-        prune_entries(model, 0.5)
+        prune_entries(model, 0.5, scope='table')
     assert torch.equal(model.entry_mask, second)
 
 
@@ -186,20 +189,115 @@ def test_prune_entries_random_and_errors():
         prune_entries(model, 0.5, 'gradient')
     with pytest.raises(ValueError, match="'keep'"):
         prune_entries(model, 0.0)
+    with pytest.raises(ValueError, match="'scope' must be one of"):
+        prune_entries(model, 0.5, scope='row')
+
+
+def per_group_reference(values, current, count, group):
+    r"""Loop reference of :func:`keep_top_per_group`: every kept entry's
+    rank r among its group's n kept entries (largest |value| first, ties:
+    earlier) gives the share (r + 1/2) / n; the smallest shares win (ties:
+    larger |value|, then earlier)."""
+    values, kept = values.abs().flatten().tolist(), current.flatten().tolist()
+    group = group.tolist()
+    keys = []
+    for g in set(group):
+        members = sorted((i for i in range(len(kept)) if kept[i] and
+                          group[i] == g), key=lambda i: (-values[i], i))
+        keys += [((r + 0.5) / len(members), -values[i], i)
+                 for r, i in enumerate(members)]
+    out = torch.zeros(len(kept), dtype=torch.bool)
+    for *_, i in sorted(keys)[:count]:
+        out[i] = True
+    return out.view_as(current)
+
+
+@pytest.mark.parametrize('count', [0, 1, 5, 11, 17, 23, 27])
+def test_keep_top_per_group_against_loop_reference(count):
+    gen = torch.Generator().manual_seed(count)
+    values = torch.randn(6, 5, generator=gen)
+    values[2, 1] = values[2, 3] = 0.5  # a tie: the earlier position first
+    current = torch.rand(6, 5, generator=gen) > 0.1
+    current[4] = False  # an emptied row keeps nothing
+    count = min(count, int(current.sum()))
+    rows = torch.arange(6).repeat_interleave(5)
+    ragged = torch.randint(3, (30, ), generator=gen)  # groups of any size
+    for group in (rows, ragged):
+        out = keep_top_per_group(values, current, count, group)
+        assert out.shape == current.shape and int(out.sum()) == count
+        assert not bool((out & ~current).any())
+        assert torch.equal(out, per_group_reference(values, current, count,
+                                                    group))
+
+
+def test_keep_top_per_group_spreads_evenly():
+    values = torch.tensor([[5.0, 4.0, 3.0, 2.0], [0.4, 0.3, 0.2, 0.1],
+                           [9.0, 8.0, 7.0, 6.0]])
+    current = torch.ones(3, 4, dtype=torch.bool)
+    rows = torch.arange(3).repeat_interleave(4)
+    out = keep_top_per_group(values, current, 7, rows)
+    # two each, then the largest third-ranked entry (row 2's 7.0)
+    assert out.sum(1).tolist() == [2, 2, 3]
+    assert out[1].tolist() == [True, True, False, False]
+    # a group twice as large keeps twice as many
+    group = torch.tensor([0, 0, 1, 1, 1, 1])
+    out = keep_top_per_group(torch.arange(6.0), torch.ones(6, dtype=bool), 3,
+                             group)
+    assert out.tolist() == [False, True, False, False, True, True]
+    with pytest.raises(ValueError, match="'count' must be in"):
+        keep_top_per_group(values, current, 13, rows)
+    with pytest.raises(ValueError, match="'group' must hold one id"):
+        keep_top_per_group(values, current, 2, rows[:5])
+    gen = torch.Generator().manual_seed(0)
+    drawn = keep_top_per_group(None, current, 6, rows, gen)
+    assert drawn.sum(1).tolist() == [2, 2, 2]
+
+
+def test_prune_entries_per_node():
+    model = make_model()
+    raw = model.raw_embedding.detach().clone()
+    assert prune_entries(model, 0.5) == 36  # scope='node' by default
+    assert model.entry_mask.sum(1).tolist() == [3] * (U + I)
+    rows = torch.arange(U + I).repeat_interleave(D)
+    assert torch.equal(model.entry_mask, per_group_reference(
+        raw, torch.ones_like(model.entry_mask), 36, rows))
+    first = model.entry_mask.clone()
+    assert prune_entries(model, 0.4) == 29  # 2 each, 5 rows keep a third
+    assert sorted(model.entry_mask.sum(1).tolist()) == [2] * 7 + [3] * 5
+    assert not bool((model.entry_mask & ~first).any())
+    other = make_model()
+    prune_entries(other, 0.5, 'random', torch.Generator().manual_seed(0))
+    assert other.entry_mask.sum(1).tolist() == [3] * (U + I)
+    assert not torch.equal(other.entry_mask, first)
 
 
 def test_prune_pairs_by_score():
     model = make_model()
     score = torch.randn(15, generator=torch.Generator().manual_seed(1))
-    assert prune_pairs(model, 0.6, score) == 9
+    assert prune_pairs(model, 0.6, score, scope='graph') == 9
     first = model.edge_mask.clone()
     assert torch.equal(first, top_magnitude(score, 9))
     assert model.adjacency().nnz == 18
     score[~first] = 100.0  # dropped pairs are never revived
-    assert prune_pairs(model, 0.4, score) == 6
+    assert prune_pairs(model, 0.4, score, scope='graph') == 6
     assert int(model.edge_mask.sum()) == 6
     assert not bool((model.edge_mask & ~first).any())
     assert torch.equal(model.edge_mask, top_magnitude(score, 6, first))
+
+
+def test_prune_pairs_per_user():
+    model = make_model()
+    score = torch.randn(15, generator=torch.Generator().manual_seed(1))
+    assert prune_pairs(model, 0.6, score) == 9  # scope='user' by default
+    users = PAIRS[0]
+    assert torch.equal(model.edge_mask, per_group_reference(
+        score, torch.ones(15, dtype=torch.bool), 9, users))
+    degree = torch.bincount(users)
+    kept = torch.bincount(users[model.edge_mask], minlength=degree.numel())
+    assert bool(((kept - 0.6 * degree).abs() < 1).all())  # each ~60%
+    assert int(kept.min()) >= 1
+    with pytest.raises(ValueError, match="'scope' must be one of"):
+        prune_pairs(model, 0.5, score, scope='node')
 
 
 def test_prune_pairs_random_and_errors():
@@ -279,7 +377,7 @@ def test_reduce_layers():
     prune_entries(model, 0.5)
     small = reduce_layers(model, 1)
     assert small.num_layers == 1 and model.num_layers == 3
-    assert small.alpha.tolist() == [0.5, 0.5]
+    assert small.alpha.tolist() == [0.25, 0.75]  # folded
     assert model.alpha.tolist() == [0.25] * 4
     assert small.state_dict()['alpha'].shape == (2, )
     assert torch.equal(small.edge_mask, model.edge_mask)
@@ -288,8 +386,8 @@ def test_reduce_layers():
     assert torch.equal(small.edge_weight, model.edge_weight)
 
     ref = LightGNN(U, I, PAIRS, embedding_dim=D, num_layers=1)
-    ref.load_state_dict(dict(model.state_dict(), alpha=torch.full((2, ),
-                                                                   0.5)))
+    ref.load_state_dict(dict(model.state_dict(),
+                             alpha=torch.tensor([0.25, 0.75])))
     with torch.no_grad():
         assert torch.equal(small.get_embedding(), ref.get_embedding())
         assert not torch.allclose(small.get_embedding(),
@@ -312,3 +410,15 @@ def test_reduce_layers():
     for bad in (-1, True, 1.0):
         with pytest.raises(ValueError, match="'num_layers'"):
             reduce_layers(model, bad)
+
+
+def test_fold_layer_weights():
+    alpha = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert torch.allclose(fold_layer_weights(alpha, 2),
+                          torch.tensor([0.1, 0.2, 0.7]))
+    assert torch.allclose(fold_layer_weights(alpha, 0), torch.tensor([1.0]))
+    assert torch.equal(fold_layer_weights(alpha, 3), alpha)
+    assert torch.allclose(fold_layer_weights(alpha, 5),  # grown: new get 0
+                          torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0, 0.0]))
+    for layers in range(6):
+        assert abs(float(fold_layer_weights(alpha, layers).sum()) - 1) < 1e-6

@@ -21,9 +21,11 @@ from pyg_qgnn.train.lightgnn import (
     lightgnn_embeddings,
     lightgnn_step_loss,
     train_lightgnn,
+    tune_layer_weights,
 )
 from pyg_qgnn.train.lightgnn_pipeline import (
     augmented_pairs,
+    build_lightgnn,
     format_lightgnn_rows,
     forward_call,
     lightgcn_nbytes,
@@ -296,6 +298,27 @@ CONFIG = LightGNNConfig(embedding_dim=DIM, edge_keep=0.44, entry_keep=0.33,
 METHODS = ('lightgnn', 'random-both', 'no-intermediate')
 
 
+def test_tune_layer_weights_never_lowers_validation_recall(data, teacher):
+    model = build_lightgnn(data, data.train, teacher, 1)
+    assert model.alpha.tolist() == pytest.approx([1 / 3, 2 / 3])  # folded
+    model.set_entry_mask(torch.rand(model.entry_mask.shape, generator=torch.
+                                    Generator().manual_seed(0)) > 0.6)
+    with torch.no_grad():
+        model.alpha.copy_(torch.tensor([0.9, 0.1]))  # a poor start
+    before = evaluate_lightgnn(model, data, 'val')['recall@20']
+    best = tune_layer_weights(model, data, step=0.2, min_step=0.05)
+    assert best >= before
+    assert best == pytest.approx(
+        evaluate_lightgnn(model, data, 'val')['recall@20'])
+    assert abs(float(model.alpha.sum()) - 1) < 1e-6
+    assert bool((model.alpha >= -1e-6).all())
+    # every weight is a multiple of the smallest step from the start
+    assert torch.allclose((model.alpha - 0.9).div(0.05).round() * 0.05 + 0.9,
+                          model.alpha, atol=1e-5)
+    with pytest.raises(ValueError, match="'step' and 'min_step'"):
+        tune_layer_weights(model, data, step=0.05, min_step=0.1)
+
+
 @pytest.fixture(scope='module')
 def run(data, teacher):
     return run_lightgnn(data, teacher, CONFIG, METHODS, teacher_seconds=1.5)
@@ -343,6 +366,16 @@ def test_run_rows_and_shares(data, teacher, run):
         assert 3 <= len(row.history) <= 4
     assert not torch.equal(run.students['lightgnn'].edge_mask,
                            run.students['random-both'].edge_mask)
+    # every user keeps about 44% of its edges, every node 33% of its
+    # entries (within one per pruning run), learned or random
+    users = data.train[0]
+    degree = torch.bincount(users, minlength=data.num_users).double()
+    for student in run.students.values():
+        kept = torch.bincount(users[student.edge_mask],
+                              minlength=data.num_users)
+        assert float((kept - 0.44 * degree).abs().max()) <= 2
+        per_node = student.entry_mask.sum(1).double()
+        assert float((per_node - 0.33 * DIM).abs().max()) <= 2
 
 
 def test_without_intermediate_layer_no_intermediate_model(data, teacher):
