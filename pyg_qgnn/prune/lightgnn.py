@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from pyg_qgnn.transforms._edges import ranks_within_groups
 
 if TYPE_CHECKING:  # the model module imports pyg_qgnn.prune (its masks)
     from pyg_qgnn.nn.models.lightgnn import LightGNN
@@ -126,16 +127,13 @@ def keep_top_per_group(score: Optional[Tensor], current: Tensor, count: int,
                          f"{tuple(current.shape)} (got {tuple(score.shape)})")
     magnitude = torch.where(flat, score.abs(),
                             torch.full_like(score, -float('inf')))
-    by_size = torch.sort(-magnitude, stable=True).indices
-    grouped = by_size[torch.sort(group[by_size], stable=True).indices]
-    sizes = torch.bincount(group, minlength=1)
-    start = torch.cumsum(sizes, 0) - sizes
-    rank = torch.empty_like(flat, dtype=torch.float64)
-    rank[grouped] = (torch.arange(flat.numel(), device=flat.device) -
-                     start[group[grouped]]).double()
-    kept_sizes = torch.bincount(group[flat], minlength=sizes.numel())
+    # dropped entries rank last, so a kept one's rank is among the kept
+    rank = ranks_within_groups(group, magnitude).double()
+    kept_sizes = torch.bincount(group[flat], minlength=torch.bincount(
+        group, minlength=1).numel())
     share = (rank + 0.5) / kept_sizes[group].clamp(min=1)
     share = torch.where(flat, share, torch.full_like(share, float('inf')))
+    by_size = torch.sort(-magnitude, stable=True).indices
     chosen = by_size[torch.sort(share[by_size], stable=True).indices]
     out = torch.zeros_like(flat)
     out[chosen[:count]] = True
