@@ -22,10 +22,11 @@ the edges, 33% of the embedding entries).
 The student is built WITHOUT training (costs, not accuracy): a LightGNN on
 the training pairs starting from the teacher's table (random, or trained
 with ``--pretrained``) and the pipeline's defaults (``LightGNNConfig``:
-Eq. 4's residual term or not, pruning scopes), its edges pruned once to
-``--edge-keep`` by the decision weight of Eq. 8 with the teacher's
-standardized predictions (w = 1 untrained) and its entries to
-``--emb-keep`` by magnitude (``prune_pairs`` / ``prune_entries``). Sizes
+Eq. 4's residual term or not, pruning scopes and scores, edge value
+precision), its edges pruned once to ``--edge-keep`` by the decision
+weight of Eq. 8 with the teacher's standardized predictions (w = 1
+untrained) and its entries to ``--emb-keep`` (``prune_pairs`` /
+``prune_entries``). Sizes
 and FLOPs depend only on the kept counts, so trained masks of the same
 shares give the same; times differ only by where the kept edges fall.
 
@@ -147,16 +148,16 @@ def build_teacher(data, args):
 def build_student(data, teacher, args) -> DeployedLightGNN:
     r"""The untrained pruned student, deployed (see the module
     docstring)."""
+    config = LightGNNConfig()
     student = build_lightgnn(data, data.train, teacher,
-                             args.student_layers,
-                             residual=LightGNNConfig().residual)
+                             args.student_layers, residual=config.residual,
+                             edge_value_dtype=config.edge_value_dtype)
     teacher_emb = torch.cat(lightgnn_embeddings(teacher, data))
     _, score = teacher_edge_terms(student, teacher, teacher_emb)
-    config = LightGNNConfig()
     prune_pairs(student, args.edge_keep, importance_scores(
         student.edge_weight, None, score,
         standardize=config.standardize_importance), scope=config.edge_scope)
-    prune_entries(student, args.emb_keep, 'magnitude',
+    prune_entries(student, args.emb_keep, config.entry_score,
                   scope=config.entry_scope)
     return DeployedLightGNN.from_trained(student.eval())
 

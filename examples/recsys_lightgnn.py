@@ -6,20 +6,21 @@ A float LightGCN teacher is trained (or loaded with --pretrained) and
 selected on validation Recall@20. An intermediate model on the graph
 augmented with 3-hop user-item pairs (Eq. 7) learns edge weights from it;
 the student then prunes, run by run, the edges with the lowest decision
-weights (Eq. 8) and the embedding entries of lowest magnitude (the same
-share of every user's edges and of every node's entries) until it keeps
---edge-keep of the edges and --emb-keep of the entries, distilled from the
-intermediate model (Eq. 5, 6) with the uniformity constraint (Eq. 9); its
-layer weights are then chosen on validation. Every selection is made on
-validation; test is scored once.
+weights (Eq. 8) and the embedding entries of lowest saliency |e * e_final|
+(the same share of every user's edges and of every node's entries) until
+it keeps --edge-keep of the edges and --emb-keep of the entries, distilled
+from the intermediate model (Eq. 5, 6; from the teacher instead when the
+intermediate model scores lower on validation, column "from") with the
+uniformity constraint (Eq. 9); its layer weights are then chosen on
+validation. Every selection is made on validation; test is scored once.
 
 Columns: test Recall@20/40 and NDCG@20/40; validation Recall@20; kept
 shares of the training edges and of the embedding entries; propagation
 layers; bytes stored (teacher: float32 table + CSR graph; student: its
-DeployedLightGNN file contents: kept edges with their float32 weights,
-entry bitmap and float32 values); forward FLOPs and measured forward time
-(final embeddings from the stored model) against the teacher's; training
-seconds.
+DeployedLightGNN file contents: kept edges with their weights in
+--edge-values, entry bitmap and float32 values); forward FLOPs and measured
+forward time (final embeddings from the stored model) against the
+teacher's; training seconds.
 
 Examples:
 
@@ -27,6 +28,7 @@ Examples:
     python examples/recsys_lightgnn.py --dataset lightgnn_yelp \
         --edge-keep 0.77 --emb-keep 0.33 --json yelp.json
     python examples/recsys_lightgnn.py --edge-keep 0.44 --ablation
+    python examples/recsys_lightgnn.py --methods lightgnn random-both
 """
 import json
 import time
@@ -115,11 +117,13 @@ def main(args):
         entry_step=args.emb_step, run_epochs=args.run_epochs,
         final_epochs=args.final_epochs,
         intermediate_epochs=args.intermediate_epochs, lr=args.lr,
-        batch_size=args.batch_size, residual=args.residual, seed=args.seed)
-    if args.global_pruning:
+        batch_size=args.batch_size, residual=args.residual,
+        edge_value_dtype=args.edge_values, seed=args.seed)
+    if args.paper_pruning:
         config = replace(config, edge_scope='graph', entry_scope='table',
-                         tune_alpha=False)
-    methods = list(ABLATIONS) if args.ablation else ['lightgnn']
+                         entry_score='magnitude', tune_alpha=False,
+                         standardize_importance=False)
+    methods = list(ABLATIONS) if args.ablation else args.methods
     run = run_lightgnn(data, teacher, config, methods, teacher_seconds,
                        progress)
     bar.close()
@@ -201,18 +205,30 @@ def build_parser():
                         help="add Eq. 4's residual term E_(l-1) unnormalized "
                         '(off by default: it starts the student further '
                         'from the teacher, see LightGNNConfig)')
-    parser.add_argument('--global-pruning', action='store_true',
+    parser.add_argument('--paper-pruning', action='store_true',
                         help="the paper's pruning: one threshold over all "
-                        'edges and one over the whole table, the layer '
+                        'edges and one over the whole table, entries by '
+                        "magnitude, Eq. 8's raw prediction term, the layer "
                         "weights the teacher's folded (default: the same "
                         "share of every user's edges and of every node's "
-                        'entries, the layer weights then chosen on '
-                        'validation after the last pruning run)')
+                        'entries, entries by saliency, the term '
+                        'standardized, the layer weights chosen on '
+                        'validation after the last pruning run; see '
+                        'LightGNNConfig)')
+    parser.add_argument('--edge-values', default='float16',
+                        choices=['float16', 'bfloat16', 'float32'],
+                        help="the precision the student's edge values are "
+                        'trained and stored in (default: float16)')
     parser.add_argument('--ablation', action='store_true',
                         help="also run the paper's variants (Table 3): "
                         'random entry / edge / both pruning, binary edge '
                         'weights, no bilevel alignment, no intermediate KD '
                         'layer, no importance distillation')
+    parser.add_argument('--methods', nargs='+', default=['lightgnn'],
+                        choices=list(ABLATIONS), metavar='METHOD',
+                        help='the students to train, some of: '
+                        f"{', '.join(ABLATIONS)} (default: lightgnn; "
+                        '--ablation: all)')
     parser.add_argument('--pretrained', type=cli.existing_path, default=None,
                         help='start from this saved float teacher '
                         '(safetensors, see --save-pretrained)')

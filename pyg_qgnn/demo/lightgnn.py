@@ -9,7 +9,7 @@ Columns: model and its propagation layers; test Recall@20 (all items
 ranked, training and validation items left out); kept shares of the
 training edges and of the embedding entries; bytes stored (teacher:
 float32 table plus its graph as a CSR; student: its DeployedLightGNN
-buffers: kept edges with float32 weights, entry bitmap and the kept
+buffers: kept edges with float16 weights, entry bitmap and the kept
 float32 values); how many times smaller than the teacher; forward FLOPs
 (final embeddings of all nodes) and how many times fewer; measured forward
 time on one thread from the stored model, and the speed-up over the

@@ -2,8 +2,10 @@ r"""The deployed LightGNN student: only what survived pruning.
 
 :class:`DeployedLightGNN` stores the kept edges as a user-sorted CSR (the
 item ids in :obj:`uint16` when there are at most 65,536 items, else
-:obj:`int32`) with one :obj:`float32` propagation value per edge (the
-learned :math:`w_{ij} / \sqrt{d_i d_j}` of Eq. 4), the embedding table as
+:obj:`int32`) with one propagation value per edge (the learned
+:math:`w_{ij} / \sqrt{d_i d_j}` of Eq. 4, in the model's
+:obj:`edge_value_dtype`: four bytes, or two in :obj:`float16`), the
+embedding table as
 a bitmap of its nonzero entries (:math:`d` bits per node) plus their
 :obj:`float32` values, and the layer weights; its reduced layer count is in
 the file's config. Inference propagates over the pruned graph only, with
@@ -29,6 +31,8 @@ from pyg_qgnn.metrics import top_k
 from pyg_qgnn.nn.models.lightgnn import (
     Adjacency,
     LightGNN,
+    check_edge_value_dtype,
+    dtype_name,
     lightgcn_forward_flops,
     propagate,
 )
@@ -59,19 +63,26 @@ class DeployedLightGNN(DeployedLayer):
         num_layers (int): :math:`L`.
         residual (bool, optional): Eq. 4's residual term.
             (default: :obj:`True`)
+        edge_value_dtype (torch.dtype or str, optional): The stored
+            precision of the propagation values (as in
+            :class:`~pyg_qgnn.nn.models.LightGNN`); they are read back as
+            :obj:`float32`. (default: :obj:`torch.float32`)
     """
     def __init__(self, num_users: int, num_items: int, embedding_dim: int,
-                 num_layers: int, residual: bool = True):
+                 num_layers: int, residual: bool = True,
+                 edge_value_dtype=torch.float32):
         super().__init__()
         self.num_users, self.num_items = num_users, num_items
         self.embedding_dim, self.num_layers = embedding_dim, num_layers
         self.residual = residual
+        self.edge_value_dtype = check_edge_value_dtype(edge_value_dtype)
         num_nodes = num_users + num_items
         self.register_buffer('user_counts', torch.zeros(
             num_users, dtype=torch.int32))
         self.register_buffer('user_items', torch.empty(
             0, dtype=item_dtype(num_items)))
-        self.register_buffer('edge_values', torch.empty(0))
+        self.register_buffer('edge_values', torch.empty(
+            0, dtype=self.edge_value_dtype))
         self.register_buffer('entry_bits', torch.zeros(
             num_nodes, (embedding_dim + 7) // 8, dtype=torch.uint8))
         self.register_buffer('entry_values', torch.empty(0))
@@ -86,9 +97,11 @@ class DeployedLightGNN(DeployedLayer):
             raise TypeError(f"'twin' must be a LightGNN (got "
                             f"{type(twin).__name__})")
         out = cls(twin.num_users, twin.num_items, twin.embedding_dim,
-                  twin.num_layers, twin.residual)
+                  twin.num_layers, twin.residual, twin.edge_value_dtype)
         pairs = twin.kept_pairs().cpu()
-        values = twin.normalized_weight().detach().float().cpu()
+        # already rounded to edge_value_dtype by the twin: no loss here
+        values = twin.normalized_weight().detach().cpu().to(
+            out.edge_value_dtype)
         order = torch.argsort(pairs[0] * twin.num_items + pairs[1])
         out.user_counts = torch.bincount(
             pairs[0], minlength=twin.num_users).to(torch.int32)
@@ -110,6 +123,10 @@ class DeployedLightGNN(DeployedLayer):
                                         self.user_counts.long())
         return torch.stack([users, self.user_items.long()])
 
+    def propagation_values(self) -> Tensor:
+        r"""The stored edge values as :obj:`float32`."""
+        return self.edge_values.float()
+
     def layer0(self) -> Tensor:
         r"""The embedding table, zeros where entries were pruned."""
         mask = unpack_bits(self.entry_bits, 1, self.embedding_dim).bool()
@@ -123,7 +140,8 @@ class DeployedLightGNN(DeployedLayer):
         and kept in memory (not stored)."""
         if self._cache is None:
             adj = Adjacency(self.kept_pairs(), self.num_users, self.num_items)
-            self._cache = propagate(adj, adj.directed(self.edge_values),
+            self._cache = propagate(adj,
+                                    adj.directed(self.propagation_values()),
                                     self.layer0(), self.num_layers,
                                     self.alpha, self.residual)
         return self._cache
@@ -160,7 +178,8 @@ class DeployedLightGNN(DeployedLayer):
     def _config(self) -> dict:
         return dict(num_users=self.num_users, num_items=self.num_items,
                     embedding_dim=self.embedding_dim,
-                    num_layers=self.num_layers, residual=self.residual)
+                    num_layers=self.num_layers, residual=self.residual,
+                    edge_value_dtype=dtype_name(self.edge_value_dtype))
 
     def save(self, path: PathLike) -> int:
         r"""Writes the model to a safetensors file; returns its size in
@@ -198,8 +217,8 @@ class DeployedLightGNN(DeployedLayer):
         return (f'{self.num_users}, {self.num_items}, '
                 f'dim={self.embedding_dim}, num_layers={self.num_layers}, '
                 f'edges={self.user_items.numel()} (item ids '
-                f'{str(self.user_items.dtype).split(".")[-1]}, values '
-                f'float32), entries={self.entry_values.numel()} (bitmap + '
+                f'{dtype_name(self.user_items.dtype)}, values '
+                f'{dtype_name(self.edge_value_dtype)}), entries={self.entry_values.numel()} (bitmap + '
                 f'float32 values), alpha=float32; propagated embeddings '
                 f'recomputed on load, not stored')
 

@@ -74,7 +74,9 @@ class LightGNNRow:
     r"""One model of a LightGNN comparison: test metrics of the
     validation-selected model, validation Recall@20, kept edges and
     embedding entries (shares of the observed graph and of the full
-    table), layers, stored bytes, forward FLOPs and training seconds."""
+    table), layers, stored bytes, forward FLOPs, training seconds and the
+    model it distilled from (:obj:`"teacher"`, :obj:`"intermediate"`, or
+    empty for the teacher itself)."""
     method: str
     label: str
     test: Dict[str, float]
@@ -87,6 +89,7 @@ class LightGNNRow:
     train_seconds: float
     forward_seconds: float = float('nan')
     history: List[dict] = field(default_factory=list)
+    source: str = ''
 
 
 def teacher_row(teacher: LightGCN, data: RecSysData, seconds: float,
@@ -111,23 +114,24 @@ def model_row(method: str, label: str, model: LightGNN, data: RecSysData,
         kept / data.train.size(1),
         int(model.entry_mask.sum()) / model.entry_mask.numel(),
         model.num_layers, nbytes(deployed), deployed.forward_flops(),
-        seconds, stage.history)
+        seconds, history=stage.history)
 
 
 def build_lightgnn(data: RecSysData, pairs: Tensor, source: nn.Module,
                    num_layers: int, learn_edge_weight: bool = True,
-                   residual: bool = False) -> LightGNN:
+                   residual: bool = False,
+                   edge_value_dtype=torch.float32) -> LightGNN:
     r"""A :class:`LightGNN` over :obj:`pairs` whose embeddings start from
     those of :obj:`source` (a trained LightGCN or LightGNN) and whose layer
     weights are :obj:`source`'s folded to :obj:`num_layers` layers
     (:func:`~pyg_qgnn.prune.lightgnn.fold_layer_weights`), on its
-    device."""
+    device; :obj:`edge_value_dtype` as in :class:`LightGNN`."""
     table = source.embedding.weight.detach()
     model = LightGNN(data.num_users, data.num_items, pairs.cpu(),
                      table.size(1), num_layers, residual=residual,
                      learn_edge_weight=learn_edge_weight,
-                     alpha=fold_layer_weights(source.alpha.cpu(), num_layers)
-                     ).to(table.device)
+                     alpha=fold_layer_weights(source.alpha.cpu(), num_layers),
+                     edge_value_dtype=edge_value_dtype).to(table.device)
     model.load_embedding(table)
     return model
 
@@ -211,7 +215,9 @@ def run_lightgnn(data: RecSysData, teacher: nn.Module,
     :obj:`teacher` (e.g. :func:`~pyg_qgnn.train.recsys.lightgcn` trained by
     :func:`~pyg_qgnn.train.recsys.train_recommender`), sharing one
     intermediate model among them; returns the models and a row each for
-    the teacher, the intermediate model and every student."""
+    the teacher, the intermediate model and every student (see
+    :obj:`LightGNNConfig.select_source` for whom each student distils
+    from)."""
     unknown = [m for m in methods if m not in ABLATIONS]
     if unknown or not methods:
         raise ValueError(f"'methods' must name some of {list(ABLATIONS)} "
@@ -227,21 +233,26 @@ def run_lightgnn(data: RecSysData, teacher: nn.Module,
         rows.append(model_row('intermediate', 'intermediate (augmented '
                               'graph, no pruning)', intermediate, data, stage,
                               time.perf_counter() - start))
+        rows[-1].source = 'teacher'
     students = {}
     for method in methods:
         label, changes = ABLATIONS[method]
         c = replace(config, **changes)
-        source = intermediate if c.intermediate else teacher
+        source_name = 'intermediate' if c.intermediate and (
+            not c.select_source or rows[1].val_recall20 >= val) \
+            else 'teacher'
+        source = intermediate if source_name == 'intermediate' else teacher
         start = time.perf_counter()
         student = build_lightgnn(data, data.train, source,
                                  c.student_layers, c.learn_edge_weight,
-                                 c.residual)
+                                 c.residual, c.edge_value_dtype)
         stages = prune_student(student, data, source, c,
                                _tagged_method(progress, method))
         students[method] = student
         rows.append(model_row(method, label, student, data, stages[-1],
                               time.perf_counter() - start))
         rows[-1].history = [h for s in stages for h in s.history]
+        rows[-1].source = source_name
     return LightGNNRun(teacher, intermediate, students, rows)
 
 
@@ -261,7 +272,8 @@ def forward_call(model: nn.Module, data: RecSysData) -> Callable[[], Tensor]:
         model = DeployedLightGNN.from_trained(model.eval())
     if isinstance(model, DeployedLightGNN):
         adj = Adjacency(model.kept_pairs(), model.num_users, model.num_items)
-        values, x = adj.directed(model.edge_values), model.layer0()
+        values = adj.directed(model.propagation_values())
+        x = model.layer0()
         return lambda: propagate(adj, values, x, model.num_layers,
                                  model.alpha, model.residual)
     model = copy.deepcopy(model).cpu().eval()  # timed on the CPU, as the
@@ -299,7 +311,7 @@ def format_lightgnn_rows(rows: Sequence[LightGNNRow]) -> str:
     teacher (the first row)."""
     from pyg_qgnn.train.results import markdown_table
     base = rows[0]
-    header = ['method', 'R@20', 'R@40', 'N@20', 'N@40', 'val R@20',
+    header = ['method', 'from', 'R@20', 'R@40', 'N@20', 'N@40', 'val R@20',
               'edges', 'entries', 'layers', 'bytes', 'size vs teacher',
               'FLOPs vs teacher', 'forward ms', 'speed-up', 'train s']
     body = []
@@ -307,7 +319,8 @@ def format_lightgnn_rows(rows: Sequence[LightGNNRow]) -> str:
         t = row.test
         speed = base.forward_seconds / row.forward_seconds
         body.append([
-            row.label, f"{t['recall@20']:.4f}", f"{t['recall@40']:.4f}",
+            row.label, row.source, f"{t['recall@20']:.4f}",
+            f"{t['recall@40']:.4f}",
             f"{t['ndcg@20']:.4f}", f"{t['ndcg@40']:.4f}",
             f'{row.val_recall20:.4f}', f'{row.edge_share:.0%}',
             f'{row.entry_share:.0%}', str(row.layers), f'{row.bytes:,}',

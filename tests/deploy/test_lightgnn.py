@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -31,16 +32,27 @@ def train_a_bit(model, steps=5, seed=0):
     return model
 
 
+def pruned_and_trained(edge_value_dtype=torch.float32):
+    torch.manual_seed(0)
+    model = LightGNN(U, I, PAIRS, embedding_dim=D, num_layers=L,
+                     alpha=torch.tensor([0.5, 0.3, 0.2]),
+                     edge_value_dtype=edge_value_dtype)
+    prune_pairs(model, 0.7, torch.randn(PAIRS.size(1)))
+    prune_entries(model, 0.55)
+    return train_a_bit(model).eval()
+
+
 @pytest.fixture(scope='module')
 def trained():
     r"""A pruned LightGNN (12 of 17 edges, 40 of 72 entries), trained a
     few steps, in evaluation mode."""
-    torch.manual_seed(0)
-    model = LightGNN(U, I, PAIRS, embedding_dim=D, num_layers=L,
-                     alpha=torch.tensor([0.5, 0.3, 0.2]))
-    prune_pairs(model, 0.7, torch.randn(PAIRS.size(1)))
-    prune_entries(model, 0.55)
-    return train_a_bit(model).eval()
+    return pruned_and_trained()
+
+
+@pytest.fixture(scope='module')
+def trained_half():
+    r"""The same with its edge values in float16."""
+    return pruned_and_trained(torch.float16)
 
 
 def embedding_of(model):
@@ -61,6 +73,39 @@ def test_embeddings_equal_the_trained_model(trained):
     with torch.no_grad():
         assert torch.equal(deployed.layer0(), trained.embedding.weight)
     assert list(deployed.parameters()) == []
+
+
+def test_float16_edge_values(trained_half, trained, tmp_path):
+    expected = embedding_of(trained_half)
+    assert not torch.equal(expected, embedding_of(trained))  # it rounds
+    deployed = deploy.convert(trained_half)
+    assert deployed.edge_values.dtype == torch.float16
+    assert torch.equal(deployed.get_embedding(), expected)
+    assert deploy.nbytes(deployed) == deploy.nbytes(deploy.convert(
+        trained)) - 12 * 2  # two bytes less per kept edge
+    assert 'values float16)' in repr(deployed)
+    path = tmp_path / 'half.safetensors'
+    deployed.save(path)
+    loaded = DeployedLightGNN.load(path)
+    assert loaded.edge_values.dtype == torch.float16
+    assert torch.equal(loaded.edge_values, deployed.edge_values)
+    assert torch.equal(loaded.get_embedding(), expected)
+
+
+def test_files_without_an_edge_value_dtype_are_float32(trained, tmp_path):
+    # as version 1 files were written before the setting existed
+    path = tmp_path / 'old.safetensors'
+    deploy.convert(trained).save(path)
+    with safetensors.safe_open(path, framework='pt') as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k)
+                                           for k in f.keys()}
+    config = json.loads(metadata['config'])
+    assert config.pop('edge_value_dtype') == 'float32'
+    safetensors.torch.save_file(tensors, path, dict(
+        metadata, config=json.dumps(config)))
+    loaded = DeployedLightGNN.load(path)
+    assert loaded.edge_value_dtype == torch.float32
+    assert torch.equal(loaded.get_embedding(), embedding_of(trained))
 
 
 def test_stored_graph_is_the_kept_edges(trained):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pyg_qgnn import cli
-from pyg_qgnn.datasets.recsys import synthetic_interactions
+from pyg_qgnn.datasets.recsys import load_recsys, synthetic_interactions
 from pyg_qgnn.train.lightgnn import ABLATIONS
 from tests.conftest import SHARED_DATA, has_shared
 from tests.examples.conftest import load_example, run_example
@@ -68,8 +68,9 @@ def test_quick_run_then_pretrained_ablation(tmp_path, capsys):
     assert student['config']['edge_keep'] == 0.44
     assert student['config']['entry_step'] == 0.5
     assert student['config']['run_epochs'] == 1
-    # two pruning runs and the fine-tuning run, one epoch each
-    assert len(student['history']) == 3
+    # two pruning runs and the fine-tuning run, one epoch each after the
+    # evaluation of their start
+    assert [h['epoch'] for h in student['history']] == [0, 1] * 3
     assert all(r['forward_seconds'] > 0 for r in rows)
     assert '| LightGNN |' in result.stdout
     assert 'subsample' in result.stdout
@@ -114,6 +115,8 @@ def test_quick_run_then_pretrained_ablation(tmp_path, capsys):
     (['--run-epochs', '0'], '--run-epochs'),
     (['--lr', '0'], '--lr'),
     (['--device', 'tpu'], '--device'),
+    (['--methods', 'lightgnn', 'pruned'], '--methods'),
+    (['--edge-values', 'int8'], '--edge-values'),
     (['--pretrained', '/nonexistent.safetensors'], '--pretrained'),
     (['--json', '/dev/null/x.json'], '--json'),
     (['--root', '/nonexistent-folder'], '--root'),
@@ -178,16 +181,29 @@ def test_tiny_dataset_runs(tiny_root, capsys, tmp_path):
     assert rows[0]['dataset'] == 'tiny' and not rows[0]['quick']
     config = rows[2]['config']
     assert (config['edge_scope'], config['entry_scope']) == ('user', 'node')
-    assert config['tune_alpha']
+    assert config['tune_alpha'] and config['standardize_importance']
+    assert (config['entry_score'], config['edge_value_dtype']) == (
+        'saliency', 'float16')
 
     status, _, err = run_in_process(
         capsys, '--root', str(tiny_root), '--dataset', 'tiny', '--dim', '8',
         '--epochs', '1', '--run-epochs', '1', '--final-epochs', '1',
         '--intermediate-epochs', '1', '--batch-size', '256', '--edge-step',
-        '0.5', '--emb-step', '0.5', '--no-progress', '--global-pruning',
+        '0.5', '--emb-step', '0.5', '--no-progress', '--paper-pruning',
+        '--edge-values', 'float32', '--methods', 'lightgnn', 'random-both',
         '--json', str(out))
     assert status == 0, err
-    config = json.loads(out.read_text())['rows'][2]['config']
+    paper = json.loads(out.read_text())['rows']
+    assert [r['method'] for r in paper] == ['teacher', 'intermediate',
+                                            'lightgnn', 'random-both']
+    config = paper[2]['config']
     assert (config['edge_scope'], config['entry_scope']) == ('graph',
                                                              'table')
-    assert not config['tune_alpha']
+    assert config['edge_value_dtype'] == 'float32'
+    # the same counts kept: two more bytes per kept edge in float32
+    train = load_recsys('tiny', str(tiny_root)).train.size(1)
+    assert paper[2]['edge_share'] == rows[2]['edge_share']
+    assert paper[2]['bytes'] - rows[2]['bytes'] == 2 * round(
+        rows[2]['edge_share'] * train)
+    assert not config['tune_alpha'] and not config['standardize_importance']
+    assert config['entry_score'] == 'magnitude'

@@ -422,3 +422,30 @@ def test_fold_layer_weights():
                           torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0, 0.0]))
     for layers in range(6):
         assert abs(float(fold_layer_weights(alpha, layers).sum()) - 1) < 1e-6
+
+
+def test_prune_entries_by_saliency():
+    model = make_model()
+    with torch.no_grad():  # so that saliency and magnitude disagree
+        model.edge_weight.copy_(torch.rand(model.edge_weight.shape,
+                                           generator=torch.Generator()
+                                           .manual_seed(3)) * 3)
+    raw = model.raw_embedding.detach().clone()
+    with torch.no_grad():
+        final = model.get_embedding()
+    # each entry's term of e_n . final_n, taken per node
+    saliency = raw * final
+    rows = torch.arange(U + I).repeat_interleave(D)
+    assert prune_entries(model, 0.5, 'saliency') == 36
+    expected = per_group_reference(saliency, torch.ones_like(
+        model.entry_mask), 36, rows)
+    assert torch.equal(model.entry_mask, expected)
+    assert not torch.equal(expected, per_group_reference(
+        raw, torch.ones_like(expected), 36, rows))
+    # cumulative, and scored under the current masks
+    first = model.entry_mask.clone()
+    with torch.no_grad():
+        final = model.get_embedding()
+    assert prune_entries(model, 0.25, 'saliency', scope='table') == 18
+    assert torch.equal(model.entry_mask,
+                       top_magnitude(raw * final, 18, first))

@@ -1,5 +1,6 @@
 """Tests of the LightGNN training loss, loop and pipeline on a tiny
 synthetic dataset (seconds on a CPU)."""
+import copy
 import math
 from dataclasses import replace
 
@@ -23,6 +24,7 @@ from pyg_qgnn.train.lightgnn import (
     train_lightgnn,
     tune_layer_weights,
 )
+from pyg_qgnn.train import lightgnn_pipeline as pipeline
 from pyg_qgnn.train.lightgnn_pipeline import (
     augmented_pairs,
     build_lightgnn,
@@ -234,21 +236,42 @@ def test_train_lightgnn_restores_the_best_validation_state(data):
     seen = []
     result = train_lightgnn(model, data, 6, c, teacher_table(data),
                             progress=seen.append)
-    assert result.epochs_run == 6 and len(result.history) == 6
+    assert result.epochs_run == 6 and len(result.history) == 7
     assert seen == result.history
+    assert [h['epoch'] for h in result.history] == list(range(7))
+    assert set(result.history[0]) == {'epoch', 'seconds', 'recall@20',
+                                      'recall@40', 'ndcg@20', 'ndcg@40'}
     recalls = [h['recall@20'] for h in result.history]
     # the example is one where the last epoch is not the best
-    assert result.epoch < result.epochs_run
+    assert 0 < result.epoch < result.epochs_run
     assert recalls[-1] < max(recalls)
-    assert result.epoch == recalls.index(max(recalls)) + 1
-    assert result.val['recall@20'] == max(recalls)
+    assert result.epoch == recalls.index(max(recalls))
+    assert result.val == {k: v for k, v in result.history[result.epoch]
+                          .items() if '@' in k}
     fresh = evaluate_lightgnn(model, data, 'val')
     assert set(fresh) == {'recall@20', 'recall@40', 'ndcg@20', 'ndcg@40'}
     assert fresh == pytest.approx(result.val, abs=1e-6)
     assert evaluate_lightgnn(model, data, 'val', ks=(20, 40)) == \
         pytest.approx(result.val, abs=1e-6)
     assert {'bpr', 'edge_l2', 'pred_kd', 'emb_kd', 'epoch', 'seconds'} <= \
-        set(result.history[0])
+        set(result.history[1])
+
+
+def test_train_lightgnn_keeps_the_start_when_training_only_hurts(data):
+    model = fresh_model(data)
+    c = LightGNNConfig(embedding_dim=DIM, lr=0.01, batch_size=64,
+                       kd_triples=64, contrast_candidates=16, patience=None)
+    train_lightgnn(model, data, 4, c)  # a model worth keeping
+    start = copy.deepcopy(model.state_dict())
+    before = evaluate_lightgnn(model, data, 'val')
+    result = train_lightgnn(model, data, 2, replace(c, lr=5.0))
+    recalls = [h['recall@20'] for h in result.history]
+    assert recalls[0] == pytest.approx(before['recall@20'], abs=1e-6)
+    assert max(recalls[1:]) < recalls[0]  # lr 5 wrecks it
+    assert result.epoch == 0 and result.epochs_run == 2
+    assert result.val == pytest.approx(before, abs=1e-6)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, start[key]), key
 
 
 def test_train_lightgnn_early_stopping_and_eval_every(data):
@@ -259,7 +282,7 @@ def test_train_lightgnn_early_stopping_and_eval_every(data):
     assert result.epochs_run == result.epoch + 2
     c = replace(c, eval_every=2, patience=None)
     result = train_lightgnn(fresh_model(data), data, 5, c)
-    assert [h['epoch'] for h in result.history] == [2, 4, 5]
+    assert [h['epoch'] for h in result.history] == [0, 2, 4, 5]
 
 
 def test_train_lightgnn_holds_the_masks(data):
@@ -362,8 +385,10 @@ def test_run_rows_and_shares(data, teacher, run):
                                          abs=1e-6)
         assert row.val_recall20 == pytest.approx(
             evaluate_lightgnn(student, data, 'val')['recall@20'], abs=1e-6)
-        # two pruning runs of one epoch, then the fine-tuning run
-        assert 3 <= len(row.history) <= 4
+        # two pruning runs of one epoch, then the fine-tuning run, each
+        # evaluated at its start too
+        assert [h['epoch'] for h in row.history].count(0) == 3
+        assert 6 <= len(row.history) <= 7
     assert not torch.equal(run.students['lightgnn'].edge_mask,
                            run.students['random-both'].edge_mask)
     # every user keeps about 44% of its edges, every node 33% of its
@@ -383,6 +408,38 @@ def test_without_intermediate_layer_no_intermediate_model(data, teacher):
     out = run_lightgnn(data, teacher, small, ['no-intermediate'])
     assert out.intermediate is None
     assert [r.method for r in out.rows] == ['teacher', 'no-intermediate']
+
+
+@pytest.mark.parametrize('intermediate_val,select,source', [
+    (2.0, True, 'intermediate'),   # better than the teacher: used
+    (-1.0, True, 'teacher'),       # worse: the teacher instead
+    (-1.0, False, 'intermediate'),  # the paper's: always used
+])
+def test_student_source_is_selected_on_validation(
+        data, teacher, monkeypatch, intermediate_val, select, source):
+    real = pipeline.train_intermediate
+    seen = {}
+
+    def stub(*args, **kwargs):
+        model, stage = real(*args, **kwargs)
+        stage.val['recall@20'] = intermediate_val
+        seen['model'] = model
+        return model, stage
+
+    def build(data_, pairs, source_model, *args, **kwargs):
+        seen.setdefault('sources', []).append(source_model)
+        return real_build(data_, pairs, source_model, *args, **kwargs)
+
+    real_build = pipeline.build_lightgnn
+    monkeypatch.setattr(pipeline, 'train_intermediate', stub)
+    monkeypatch.setattr(pipeline, 'build_lightgnn', build)
+    small = replace(CONFIG, final_epochs=1, select_source=select)
+    out = run_lightgnn(data, teacher, small, ['lightgnn', 'no-intermediate'])
+    assert [r.source for r in out.rows] == ['', 'teacher', source, 'teacher']
+    expected = seen['model'] if source == 'intermediate' else teacher
+    # the intermediate model's own, then the two students'
+    assert seen['sources'] == [teacher, expected, teacher]
+    assert f'| LightGNN | {source} |' in format_lightgnn_rows(out.rows)
 
 
 @pytest.mark.parametrize('methods', [('lightgnn', 'bogus'), ()])

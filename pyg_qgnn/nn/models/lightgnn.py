@@ -9,6 +9,40 @@ from torch import Tensor, nn
 
 from pyg_qgnn.prune.masks import get_mask, set_mask
 
+#: The precisions a :class:`LightGNN` may hold its propagation values in.
+EDGE_VALUE_DTYPES = {'float32': torch.float32, 'float16': torch.float16,
+                     'bfloat16': torch.bfloat16}
+
+
+def check_edge_value_dtype(value) -> torch.dtype:
+    r"""The :obj:`torch.dtype` of an edge value precision given as a dtype
+    or by name (:obj:`"float16"`), one of :data:`EDGE_VALUE_DTYPES`."""
+    dtype = EDGE_VALUE_DTYPES.get(value) if isinstance(value, str) else value
+    if dtype not in EDGE_VALUE_DTYPES.values():
+        raise ValueError(f"'edge_value_dtype' must be one of "
+                         f"{list(EDGE_VALUE_DTYPES)} (got {value!r})")
+    return dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).split('.')[-1]
+
+
+def round_values(values: Tensor, dtype: torch.dtype) -> Tensor:
+    r""":obj:`values` rounded to :obj:`dtype` and read back in their own
+    dtype, with a straight-through gradient. The forward result is the
+    rounded value exactly: :math:`v + (r - v)` has an exact difference
+    (Sterbenz: :math:`r` is within a factor 2 of :math:`v`, or 0), so a
+    model in training and its stored form compute the same numbers.
+    :obj:`torch.float32` leaves them in the model's own precision."""
+    if dtype == torch.float32 or dtype == values.dtype:
+        return values
+    rounded = values.to(dtype).to(values.dtype)
+    if not values.requires_grad:
+        return rounded
+    return values + (rounded - values).detach()
+
+
 class Adjacency:
     r"""The symmetric normalized user-item adjacency of Eq. 4 as a
     :obj:`torch.sparse_csr` pattern over :math:`U + I` nodes (users first),
@@ -138,6 +172,12 @@ class LightGNN(nn.Module):
         learn_edge_weight (bool, optional): Learn :math:`\mathbf{W}`
             (initialised to ones); with :obj:`False` the kept edges weigh
             one (the "BnEdge" ablation). (default: :obj:`True`)
+        edge_value_dtype (torch.dtype or str, optional): The precision of
+            the propagation values :math:`w_{ij} / \sqrt{d_i d_j}`, one of
+            :data:`EDGE_VALUE_DTYPES`. With :obj:`torch.float16` the model
+            rounds them (straight-through in training) and its deployed
+            form stores them in two bytes per edge, computing the same
+            numbers. (default: :obj:`torch.float32`)
 
     Shapes:
         - **get_embedding:** :math:`(U + I, d)`
@@ -147,7 +187,8 @@ class LightGNN(nn.Module):
     def __init__(self, num_users: int, num_items: int, pairs: Tensor,
                  embedding_dim: int = 64, num_layers: int = 2,
                  alpha=None, residual: bool = True,
-                 learn_edge_weight: bool = True):
+                 learn_edge_weight: bool = True,
+                 edge_value_dtype=torch.float32):
         super().__init__()
         for name, value in dict(num_users=num_users, num_items=num_items,
                                 embedding_dim=embedding_dim).items():
@@ -160,6 +201,7 @@ class LightGNN(nn.Module):
             raise ValueError(f"'num_layers' must be a non-negative int (got "
                              f"{num_layers!r})")
         pairs = check_pairs(pairs, num_users, num_items)
+        self.edge_value_dtype = check_edge_value_dtype(edge_value_dtype)
         self.num_users, self.num_items = num_users, num_items
         self.num_layers, self.residual = num_layers, residual
         self.embedding = nn.Embedding(num_users + num_items, embedding_dim)
@@ -225,7 +267,8 @@ class LightGNN(nn.Module):
     def normalized_weight(self) -> Tensor:
         r"""The values of :math:`\mathbf{D}^{-1/2} (\mathbf{A} \odot
         \mathbf{W}) \mathbf{D}^{-1/2}` per kept pair."""
-        return self.adjacency().normalized(self.kept_weight())
+        return round_values(self.adjacency().normalized(self.kept_weight()),
+                            self.edge_value_dtype)
 
     def get_embedding(self) -> Tensor:
         r"""The final embeddings :math:`\bar{\mathbf{E}}` of all nodes."""
@@ -280,7 +323,8 @@ class LightGNN(nn.Module):
                 f'num_layers={self.num_layers}, edges={kept}/'
                 f'{self.edge_mask.numel()}, entries={entries}/'
                 f'{self.entry_mask.numel()}, residual={self.residual}, '
-                f'learn_edge_weight={self.learn_edge_weight})')
+                f'learn_edge_weight={self.learn_edge_weight}, '
+                f'edge_value_dtype={dtype_name(self.edge_value_dtype)})')
 
 
 def lightgcn_forward_flops(num_nodes: int, nnz: int, dim: int,

@@ -30,12 +30,17 @@ def make_model(seed=0, pairs=PAIRS, double=True, **kwargs):
 
 
 def dense_reference(pairs, weight, edge_mask, emb, alpha, num_layers=2,
-                    residual=True):
-    r"""Eq. 4 with a dense float64 adjacency, plus the layer sum."""
+                    residual=True, value_dtype=None):
+    r"""Eq. 4 with a dense float64 adjacency, plus the layer sum; with
+    :obj:`value_dtype`, the values rounded to it (gradient straight
+    through)."""
     kept, w = pairs[:, edge_mask], weight[edge_mask]
     du = torch.bincount(kept[0], minlength=U).double()
     di = torch.bincount(kept[1], minlength=I).double()
     values = w / torch.sqrt(du[kept[0]] * di[kept[1]])
+    if value_dtype is not None:
+        rounded = values.detach().to(value_dtype).double()
+        values = rounded + (values - values.detach())
     adj = torch.zeros(U + I, U + I, dtype=torch.float64)
     adj = adj.index_put((kept[0], U + kept[1]), values)
     adj = adj.index_put((U + kept[1], kept[0]), values)
@@ -129,6 +134,39 @@ def test_gradients_equal_the_dense_reference():
     assert torch.all(model.edge_weight.grad[EDGE_MASK] != 0)
     assert torch.all(model.raw_embedding.grad[~entry_mask] == 0)
     assert model.raw_embedding.grad[entry_mask].abs().min() > 0
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_rounded_edge_values(dtype):
+    model = make_model(edge_value_dtype=dtype)
+    model.set_edge_mask(EDGE_MASK)
+    assert model.edge_value_dtype == dtype
+    values = model.normalized_weight()
+    assert torch.equal(values, values.to(dtype).double())  # representable
+    exact = make_model()
+    exact.set_edge_mask(EDGE_MASK)
+    exact = exact.normalized_weight()
+    assert not torch.equal(values, exact)  # the rounding happened
+    assert torch.allclose(values, exact, rtol=2 ** -7, atol=0)
+    # Training and evaluation compute the same numbers; both equal Eq. 4
+    # with the rounded values, and the gradient passes straight through.
+    target = torch.randn(U + I, D, dtype=torch.float64)
+    out = model.train().get_embedding()
+    (out * target).sum().backward()
+    with torch.no_grad():
+        assert torch.equal(model.eval().get_embedding(), out.detach())
+    weight = model.edge_weight.detach().clone().requires_grad_()
+    ref = dense_reference(PAIRS, weight, EDGE_MASK,
+                          model.raw_embedding.detach(), ALPHA,
+                          value_dtype=dtype)
+    (ref * target).sum().backward()
+    assert torch.allclose(out, ref, atol=1e-12, rtol=0)
+    assert torch.allclose(model.edge_weight.grad, weight.grad, atol=1e-12,
+                          rtol=0)
+    assert torch.all(model.edge_weight.grad[EDGE_MASK] != 0)
+    # By name too, as configs and files give it.
+    named = make_model(edge_value_dtype=str(dtype).split('.')[-1])
+    assert named.edge_value_dtype == dtype
 
 
 def test_gradient_of_embedding_only():
@@ -231,6 +269,10 @@ def test_errors():
         LightGNN(0, I, PAIRS)
     with pytest.raises(ValueError, match="'alpha'"):
         LightGNN(U, I, PAIRS, num_layers=2, alpha=torch.ones(2))
+    for dtype in (torch.float64, torch.int8, 'half', None):
+        with pytest.raises(ValueError, match="'edge_value_dtype' must be "
+                           "one of \\['float32', 'float16', 'bfloat16'\\]"):
+            LightGNN(U, I, PAIRS, edge_value_dtype=dtype)
 
     model = LightGNN(U, I, PAIRS, embedding_dim=D)
     with pytest.raises(ValueError, match="'mask'"):
@@ -338,6 +380,9 @@ def test_repr_shows_what_is_kept():
     assert 'edges=12/15' in text
     assert f'entries={int(mask.sum())}/{(U + I) * D}' in text
     assert text.startswith(f'LightGNN({U}, {I}, dim={D}, num_layers=2')
+    assert text.endswith('edge_value_dtype=float32)')
+    assert 'edge_value_dtype=float16' in repr(
+        make_model(edge_value_dtype='float16'))
 
 
 def test_pairs_are_the_models_own_copy():
