@@ -118,7 +118,8 @@ def main(args):
         final_epochs=args.final_epochs,
         intermediate_epochs=args.intermediate_epochs, lr=args.lr,
         batch_size=args.batch_size, residual=args.residual,
-        edge_value_dtype=args.edge_values, seed=args.seed)
+        edge_value_dtype=args.edge_values,
+        select_source=not args.always_intermediate, seed=args.seed)
     if args.paper_pruning:
         config = replace(config, edge_scope='graph', entry_scope='table',
                          entry_score='magnitude', tune_alpha=False,
@@ -215,6 +216,11 @@ def build_parser():
                         'standardized, the layer weights chosen on '
                         'validation after the last pruning run; see '
                         'LightGNNConfig)')
+    parser.add_argument('--always-intermediate', action='store_true',
+                        help='distil the students from the intermediate '
+                        'model even when it scores lower on validation '
+                        "than the teacher (the paper's; default: from the "
+                        'better of the two)')
     parser.add_argument('--edge-values', default='float16',
                         choices=['float16', 'bfloat16', 'float32'],
                         help="the precision the student's edge values are "

@@ -89,7 +89,7 @@ class LightGNNRow:
     train_seconds: float
     forward_seconds: float = float('nan')
     history: List[dict] = field(default_factory=list)
-    source: str = ''
+    distilled_from: str = ''
 
 
 def teacher_row(teacher: LightGCN, data: RecSysData, seconds: float,
@@ -233,7 +233,7 @@ def run_lightgnn(data: RecSysData, teacher: nn.Module,
         rows.append(model_row('intermediate', 'intermediate (augmented '
                               'graph, no pruning)', intermediate, data, stage,
                               time.perf_counter() - start))
-        rows[-1].source = 'teacher'
+        rows[-1].distilled_from = 'teacher'
     students = {}
     for method in methods:
         label, changes = ABLATIONS[method]
@@ -252,7 +252,7 @@ def run_lightgnn(data: RecSysData, teacher: nn.Module,
         rows.append(model_row(method, label, student, data, stages[-1],
                               time.perf_counter() - start))
         rows[-1].history = [h for s in stages for h in s.history]
-        rows[-1].source = source_name
+        rows[-1].distilled_from = source_name
     return LightGNNRun(teacher, intermediate, students, rows)
 
 
@@ -319,7 +319,7 @@ def format_lightgnn_rows(rows: Sequence[LightGNNRow]) -> str:
         t = row.test
         speed = base.forward_seconds / row.forward_seconds
         body.append([
-            row.label, row.source, f"{t['recall@20']:.4f}",
+            row.label, row.distilled_from, f"{t['recall@20']:.4f}",
             f"{t['recall@40']:.4f}",
             f"{t['ndcg@20']:.4f}", f"{t['ndcg@40']:.4f}",
             f'{row.val_recall20:.4f}', f'{row.edge_share:.0%}',

@@ -184,6 +184,10 @@ def test_tiny_dataset_runs(tiny_root, capsys, tmp_path):
     assert config['tune_alpha'] and config['standardize_importance']
     assert (config['entry_score'], config['edge_value_dtype']) == (
         'saliency', 'float16')
+    assert config['select_source']
+    assert rows[2]['distilled_from'] == (
+        'intermediate' if rows[1]['val_recall20'] >=
+        rows[0]['val_recall20'] else 'teacher')
 
     status, _, err = run_in_process(
         capsys, '--root', str(tiny_root), '--dataset', 'tiny', '--dim', '8',
@@ -191,6 +195,7 @@ def test_tiny_dataset_runs(tiny_root, capsys, tmp_path):
         '--intermediate-epochs', '1', '--batch-size', '256', '--edge-step',
         '0.5', '--emb-step', '0.5', '--no-progress', '--paper-pruning',
         '--edge-values', 'float32', '--methods', 'lightgnn', 'random-both',
+        '--always-intermediate',
         '--json', str(out))
     assert status == 0, err
     paper = json.loads(out.read_text())['rows']
@@ -200,6 +205,9 @@ def test_tiny_dataset_runs(tiny_root, capsys, tmp_path):
     assert (config['edge_scope'], config['entry_scope']) == ('graph',
                                                              'table')
     assert config['edge_value_dtype'] == 'float32'
+    assert not config['select_source']
+    assert [r['distilled_from'] for r in paper] == [
+        '', 'teacher', 'intermediate', 'intermediate']
     # the same counts kept: two more bytes per kept edge in float32
     train = load_recsys('tiny', str(tiny_root)).train.size(1)
     assert paper[2]['edge_share'] == rows[2]['edge_share']

@@ -435,7 +435,8 @@ def test_student_source_is_selected_on_validation(
     monkeypatch.setattr(pipeline, 'build_lightgnn', build)
     small = replace(CONFIG, final_epochs=1, select_source=select)
     out = run_lightgnn(data, teacher, small, ['lightgnn', 'no-intermediate'])
-    assert [r.source for r in out.rows] == ['', 'teacher', source, 'teacher']
+    assert [r.distilled_from for r in out.rows] == ['', 'teacher', source,
+                                                    'teacher']
     expected = seen['model'] if source == 'intermediate' else teacher
     # the intermediate model's own, then the two students'
     assert seen['sources'] == [teacher, expected, teacher]
