@@ -218,7 +218,8 @@ class DeployedLightGNN(DeployedLayer):
                 f'dim={self.embedding_dim}, num_layers={self.num_layers}, '
                 f'edges={self.user_items.numel()} (item ids '
                 f'{dtype_name(self.user_items.dtype)}, values '
-                f'{dtype_name(self.edge_value_dtype)}), entries={self.entry_values.numel()} (bitmap + '
+                f'{dtype_name(self.edge_value_dtype)}), '
+                f'entries={self.entry_values.numel()} (bitmap + '
                 f'float32 values), alpha=float32; propagated embeddings '
                 f'recomputed on load, not stored')
 

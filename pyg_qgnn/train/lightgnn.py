@@ -278,9 +278,9 @@ def train_lightgnn(model: LightGNN, data: RecSysData, epochs: int,
     evaluated state (early stopping after :obj:`config.patience`
     evaluations without improvement). The state it starts from is
     evaluated too (epoch 0), so a stage never hands on a model worse on
-    validation than the one it got: on Gowalla, fine-tuning the pruned
-    student after its layer weights were tuned lowered validation
-    Recall@20 from 0.182 to 0.174 at the first epoch."""
+    validation than the one it got (on Gowalla, the first fine-tuning
+    epoch after the layer weights were tuned took validation Recall@20
+    from 0.1813 to 0.1808)."""
     c = config
     device = model.raw_embedding.device
     sampler = TripleSampler(data, c.batch_size, 1, c.seed)
