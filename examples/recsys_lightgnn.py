@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from pyg_qgnn import cli
 from pyg_qgnn.datasets import load_recsys
+from pyg_qgnn.nn.models.lightgnn import EDGE_VALUE_DTYPES
 from pyg_qgnn.train.lightgnn import ABLATIONS, LightGNNConfig
 from pyg_qgnn.train.lightgnn_pipeline import (
     format_lightgnn_rows,
@@ -222,7 +223,7 @@ def build_parser():
                         "than the teacher (the paper's; default: from the "
                         'better of the two)')
     parser.add_argument('--edge-values', default='float16',
-                        choices=['float16', 'bfloat16', 'float32'],
+                        choices=list(EDGE_VALUE_DTYPES),
                         help="the precision the student's edge values are "
                         'trained and stored in (default: float16)')
     parser.add_argument('--ablation', action='store_true',

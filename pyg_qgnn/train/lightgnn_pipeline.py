@@ -225,7 +225,7 @@ def run_lightgnn(data: RecSysData, teacher: nn.Module,
     seed_everything(config.seed)
     val = evaluate_lightgnn(teacher, data, 'val')['recall@20']
     rows = [teacher_row(teacher, data, teacher_seconds, val)]
-    intermediate = None
+    intermediate, intermediate_val = None, -float('inf')
     if any(replace(config, **ABLATIONS[m][1]).intermediate for m in methods):
         start = time.perf_counter()
         intermediate, stage = train_intermediate(teacher, data, config,
@@ -234,12 +234,13 @@ def run_lightgnn(data: RecSysData, teacher: nn.Module,
                               'graph, no pruning)', intermediate, data, stage,
                               time.perf_counter() - start))
         rows[-1].distilled_from = 'teacher'
+        intermediate_val = stage.val['recall@20']
     students = {}
     for method in methods:
         label, changes = ABLATIONS[method]
         c = replace(config, **changes)
         source_name = 'intermediate' if c.intermediate and (
-            not c.select_source or rows[1].val_recall20 >= val) \
+            not c.select_source or intermediate_val >= val) \
             else 'teacher'
         source = intermediate if source_name == 'intermediate' else teacher
         start = time.perf_counter()
